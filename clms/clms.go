@@ -1,0 +1,798 @@
+package clms
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/clusterinfra/ci/ics"
+	"github.com/clusterinfra/ci/node"
+)
+
+// Service is CLMS on one node: a deterministic state machine on the
+// node's Env and ICS endpoint. Not safe for concurrent use: call it only
+// from the node's callbacks.
+type Service struct {
+	env  node.Env
+	ep   *ics.Endpoint
+	cfg  Config
+	self node.ID
+	cand bool
+	inc  uint64 // our incarnation (the ICS endpoint's)
+
+	// Consensus, on candidates only.
+	rn            *raft.RawNode
+	log           *raftLog
+	leaderMsgAt   time.Duration // last message from the raft leader
+	electTimer    node.Timer
+	voterSeen     map[node.ID]time.Duration // leader: last answer of each voter
+	lead          node.ID
+	prevLead      node.ID
+	inStep        bool
+	term          uint64
+	leader        bool
+	persistedIdx  uint64
+	appliedIdx    uint64
+	skippedStales uint64
+
+	// The replicated state, as applied here.
+	hist  []Transition
+	nodes map[node.ID]*nodeRec
+	view  []node.ID
+
+	// This node's own lifecycle.
+	cleaned      uint64 // cleanup duties done for every entry up to this
+	jobs         []*cleanupJob
+	leaving      bool
+	leaveAt      time.Duration
+	leaveReady   bool
+	departed     bool
+	joinedOnce   bool
+	quorate      bool
+	lastFetchAt  time.Duration
+	lastHBAt     time.Duration
+	lastTickAt   time.Duration
+	tickTimer    node.Timer
+	masterID     node.ID
+	masterEpoch  uint64
+	beaconAt     time.Duration // last beacon from masterID
+	qBeaconAt    time.Duration // last beacon saying the master holds a quorum
+	beaconInc    uint64
+	beaconState  State
+	refusedLogAt time.Duration
+
+	m      *masterState // non-nil while this node is the raft leader
+	probes map[uint64]probeWait
+
+	obs        func(Event)
+	subs       []func(uint64)
+	notifyDue  bool
+	subsystems []Subsystem
+	keyHolders map[string]node.ID
+	keyFuncs   map[string]keyFuncs
+}
+
+type nodeRec struct {
+	state State
+	inc   uint64
+	num   uint64 // the entry that put it in this state
+}
+
+type cleanupJob struct {
+	num     uint64
+	waiting int
+}
+
+type keyFuncs struct{ start, stop func() }
+
+// masterState is what the master keeps in memory; a new master rebuilds it.
+type masterState struct {
+	epoch    uint64
+	since    time.Duration
+	heard    map[node.ID]*heard
+	suspects map[node.ID]*suspicion
+	pending  map[node.ID]pendingProp
+	joiners  map[node.ID]joiner
+	nonce    uint64
+}
+
+type heard struct {
+	at      time.Duration
+	inc     uint64
+	applied uint64
+	cleaned uint64
+	flags   uint8
+}
+
+type suspicion struct {
+	start time.Duration
+	nonce uint64
+	timer node.Timer
+}
+
+type pendingProp struct {
+	at time.Duration
+	to State
+}
+
+type joiner struct {
+	inc uint64
+	at  time.Duration
+}
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+// What a node emits for checkers outside it.
+const (
+	EvApplied     EventKind = iota + 1 // T applied; View is the view after it
+	EvQuorate                          // the node's reported quorate flag changed
+	EvProposed                         // this node proposed T (Epoch, LeaseVoters)
+	EvMaster                           // this node became master of Epoch
+	EvPersisted                        // a candidate synced its log up to Index
+	EvCleanupDone                      // cleanup duties for entry Num (Target:Inc) done
+	EvDeparted                         // the node shut down after leaving
+	EvKeyService                       // key service Name moved to Holder at Num
+	EvRefused                          // the master refused Target
+	EvEvicted                          // the node learned it was declared down
+)
+
+// Event is one thing a node did that a checker may want to see.
+type Event struct {
+	Kind        EventKind
+	Node        node.ID
+	T           Transition
+	View        []node.ID
+	Quorate     bool
+	Epoch       uint64
+	LeaseVoters int // for EvProposed: voters (self included) answering within the lease
+	Index       uint64
+	Num         uint64
+	Target      node.ID
+	Inc         uint64
+	Name        string
+	Holder      node.ID
+}
+
+// New makes CLMS for the node of env, on its ICS endpoint. obs, if not
+// nil, receives every Event. Call Start once the node is up.
+func New(env node.Env, ep *ics.Endpoint, cfg Config, obs func(Event)) (*Service, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		env: env, ep: ep, cfg: cfg, self: env.Self(), inc: ep.Incarnation(),
+		nodes: map[node.ID]*nodeRec{}, obs: obs,
+		keyHolders: map[string]node.ID{}, keyFuncs: map[string]keyFuncs{},
+	}
+	if s.obs == nil {
+		s.obs = func(Event) {}
+	}
+	s.cand = slices.Contains(cfg.Candidates, s.self)
+	if s.cand {
+		l, err := openRaftLog(env.Storage(), cfg.Candidates)
+		if err != nil {
+			return nil, err
+		}
+		s.log = l
+		rn, err := raft.NewRawNode(&raft.Config{
+			ID: uint64(s.self),
+			// Elections are driven here, from the node's own clock and
+			// seeded randomness, so that a seed replays exactly: raft's own
+			// election timer draws from a process-wide random source. With
+			// this many ticks it never fires; see campaign.
+			ElectionTick:    1 << 30,
+			HeartbeatTick:   1,
+			Storage:         l.mem,
+			MaxSizePerMsg:   16 << 10,
+			MaxInflightMsgs: 64,
+			// The lease (CheckQuorum's job) is ours too: see voteAllowed and
+			// holdsQuorum. PreVote keeps a node that lost touch from
+			// disrupting a healthy master with a higher term.
+			PreVote: true,
+			Logger:  quietLogger{},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("clms: %w", err)
+		}
+		s.rn = rn
+		s.voterSeen = map[node.ID]time.Duration{}
+	}
+	ep.HandleDatagrams(s.datagram)
+	return s, nil
+}
+
+// Start begins heartbeats and joining.
+func (s *Service) Start() {
+	now := s.now()
+	s.lastTickAt = now
+	s.leaderMsgAt = now
+	s.tick()
+	if s.cand {
+		s.armElection()
+		s.ready()
+	}
+}
+
+func (s *Service) now() time.Duration { return s.env.Clock().Now() }
+
+func (s *Service) logf(format string, args ...any) {
+	if s.cfg.Logf != nil {
+		s.cfg.Logf(format, args...)
+	}
+	if s.env.Tracing() {
+		s.env.Trace(fmt.Sprintf("clms: "+format, args...))
+	}
+}
+
+// tick runs every heartbeat: consensus ticks, master duties, heartbeats.
+func (s *Service) tick() {
+	if s.departed {
+		return
+	}
+	now := s.now()
+	starved := now-s.lastTickAt > 3*s.cfg.Heartbeat
+	s.lastTickAt = now
+	if s.cand {
+		s.rn.Tick()
+		s.ready()
+	}
+	if s.m != nil {
+		if starved {
+			// Resuming from a pause (or a starved process): what we did
+			// not hear while frozen says nothing about the others.
+			s.regrace(now)
+		}
+		s.masterDuties()
+	}
+	s.heartbeat()
+	s.leaveTimeout()
+	s.updateQuorate()
+	s.tickTimer = s.env.Clock().AfterFunc(s.cfg.Heartbeat, s.tick)
+}
+
+func (s *Service) regrace(now time.Duration) {
+	for _, h := range s.m.heard {
+		h.at = max(h.at, now)
+	}
+	for id, sp := range s.m.suspects {
+		if sp.timer != nil {
+			sp.timer.Stop()
+		}
+		delete(s.m.suspects, id)
+	}
+	for id := range s.voterSeen {
+		s.voterSeen[id] = max(s.voterSeen[id], now-s.cfg.ElectionTimeout/2)
+	}
+}
+
+// send sends a CLMS message to peer as an ICS datagram.
+func (s *Service) send(to node.ID, m *message) {
+	if to == s.self {
+		return
+	}
+	b := encode(nil, m)
+	_ = s.ep.SendDatagram(to, 0, b)
+}
+
+// ---- consensus -------------------------------------------------------
+
+func (s *Service) armElection() {
+	if s.electTimer != nil {
+		s.electTimer.Stop()
+	}
+	et := s.cfg.ElectionTimeout
+	d := et + time.Duration(s.env.Rand().Int64N(int64(et)))
+	s.electTimer = s.env.Clock().AfterFunc(d, s.campaign)
+}
+
+// campaign stands for election if the leader has been silent for the
+// whole (randomized) election timeout.
+func (s *Service) campaign() {
+	s.electTimer = nil
+	if s.departed {
+		return
+	}
+	if !s.leader && s.now()-s.leaderMsgAt >= s.cfg.ElectionTimeout {
+		_ = s.rn.Campaign()
+		s.ready()
+	}
+	s.armElection()
+}
+
+// voteAllowed is the lease: a candidate that heard from a live leader
+// within the election timeout ignores vote requests, so a node that lost
+// touch with the master cannot depose it.
+func (s *Service) voteAllowed() bool {
+	if s.leader {
+		return !s.holdsQuorum()
+	}
+	return s.lead == 0 || s.now()-s.leaderMsgAt >= s.cfg.ElectionTimeout
+}
+
+func (s *Service) stepRaft(from node.ID, b []byte) {
+	m := &pb.Message{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return
+	}
+	if node.ID(m.GetFrom()) != from || node.ID(m.GetTo()) != s.self || !slices.Contains(s.cfg.Candidates, from) {
+		return
+	}
+	switch m.GetType() {
+	case pb.MessageType_MsgPreVote, pb.MessageType_MsgVote:
+		if !s.voteAllowed() {
+			return
+		}
+	case pb.MessageType_MsgHeartbeat, pb.MessageType_MsgApp, pb.MessageType_MsgSnap:
+		if m.GetTerm() >= s.term {
+			s.leaderMsgAt = s.now()
+		}
+	case pb.MessageType_MsgHeartbeatResp, pb.MessageType_MsgAppResp:
+		if s.leader && m.GetTerm() == s.term {
+			s.voterSeen[from] = s.now()
+		}
+	}
+	if err := s.rn.Step(m); err != nil {
+		return
+	}
+	s.ready()
+}
+
+// ready processes everything raft has for us: persist, then send, then
+// apply, then advance.
+func (s *Service) ready() {
+	for s.rn.HasReady() {
+		rd := s.rn.Ready()
+		if err := s.log.save(&rd); err != nil {
+			panic(fmt.Sprintf("clms: persisting the log: %v", err))
+		}
+		if n := len(rd.Entries); n > 0 {
+			s.persistedIdx = rd.Entries[n-1].GetIndex()
+			s.obs(Event{Kind: EvPersisted, Node: s.self, Index: s.persistedIdx})
+		}
+		for _, m := range rd.Messages {
+			b, err := proto.Marshal(m)
+			if err != nil {
+				panic(fmt.Sprintf("clms: encoding a raft message: %v", err))
+			}
+			to := node.ID(m.GetTo())
+			if to == s.self {
+				continue
+			}
+			if len(b)+1 > ics.MaxDatagram {
+				continue // raft retries with smaller batches
+			}
+			s.send(to, &message{kind: mRaft, raft: b})
+		}
+		for _, e := range rd.CommittedEntries {
+			s.applyEntry(e)
+		}
+		s.rn.Advance(rd)
+		s.afterRaft()
+	}
+	s.flushNotify()
+}
+
+// afterRaft notices leadership changes.
+func (s *Service) afterRaft() {
+	st := s.rn.BasicStatus()
+	s.term = st.HardState.GetTerm()
+	if l := node.ID(st.Lead); l != s.lead {
+		if s.lead != 0 {
+			s.prevLead = s.lead
+		}
+		s.lead = l
+	}
+	isLeader := st.RaftState == raft.StateLeader
+	switch {
+	case isLeader && !s.leader:
+		s.leader = true
+		s.becomeMaster()
+	case !isLeader && s.leader:
+		s.leader = false
+		s.stepDown()
+	}
+}
+
+// holdsQuorum reports whether more than half of the candidates, this one
+// included, answered this leader within the election timeout.
+func (s *Service) holdsQuorum() bool {
+	return s.leader && s.leaseVoters(s.now()-s.cfg.ElectionTimeout) > len(s.cfg.Candidates)/2
+}
+
+// leaseVoters counts the voters (self included) heard after t.
+func (s *Service) leaseVoters(t time.Duration) int {
+	n := 1
+	for _, v := range s.cfg.Candidates {
+		if v != s.self {
+			if at, ok := s.voterSeen[v]; ok && at > t {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (s *Service) applyEntry(e *pb.Entry) {
+	s.appliedIdx = e.GetIndex()
+	if e.GetType() != pb.EntryType_EntryNormal || len(e.GetData()) == 0 {
+		return
+	}
+	p, err := decodeProposal(e.GetData())
+	if err != nil {
+		panic(fmt.Sprintf("clms: undecodable committed entry %d: %v", e.GetIndex(), err))
+	}
+	rec := s.rec(p.node)
+	// A proposal is checked again when it commits, the same way on every
+	// candidate: one made against a state that has moved on since (a
+	// master cut off in a minority, a retried proposal) is skipped by all.
+	valid := rec.state == p.from && Allowed(p.from, p.to)
+	if p.to == StateComingUp {
+		valid = valid && p.inc > rec.inc
+	} else {
+		valid = valid && p.inc == rec.inc
+	}
+	if !valid {
+		s.skippedStales++
+		return
+	}
+	t := Transition{
+		Num: uint64(len(s.hist)) + 1, Time: time.Unix(0, p.time).UTC(), Node: p.node, Inc: p.inc,
+		From: p.from, To: p.to, Cause: p.cause, Epoch: e.GetTerm(), Master: p.master,
+	}
+	s.apply(t, e.GetIndex())
+	if s.m != nil {
+		delete(s.m.pending, t.Node)
+		s.pushAll()
+	}
+}
+
+func (s *Service) rec(id node.ID) *nodeRec {
+	r := s.nodes[id]
+	if r == nil {
+		r = &nodeRec{}
+		s.nodes[id] = r
+	}
+	return r
+}
+
+// ---- applying the history (every node) --------------------------------
+
+// apply appends t to the history and carries out what it means here.
+func (s *Service) apply(t Transition, index uint64) {
+	if t.Num != uint64(len(s.hist))+1 {
+		panic(fmt.Sprintf("clms: applying %v after %d entries", t, len(s.hist)))
+	}
+	r := s.rec(t.Node)
+	if r.state != t.From {
+		panic(fmt.Sprintf("clms: applying %v to n%d in %s", t, t.Node, r.state))
+	}
+	s.hist = append(s.hist, t)
+	wasIn := r.state.InView()
+	r.state, r.inc, r.num = t.To, t.Inc, t.Num
+	if wasIn != r.state.InView() {
+		s.view = s.view[:0]
+		for id, x := range s.nodes {
+			if x.state.InView() {
+				s.view = append(s.view, id)
+			}
+		}
+		slices.Sort(s.view)
+	}
+	s.obs(Event{Kind: EvApplied, Node: s.self, T: t, View: slices.Clone(s.view), Index: index})
+	s.notifyDue = true
+
+	self := t.Node == s.self
+	switch {
+	case self && t.Inc == s.inc && t.To == StateUp:
+		s.joinedOnce = true
+	case self && t.Inc == s.inc && t.To == StateShutdown:
+		s.leaveReady = true
+		s.lastHBAt = -1 << 62 // tell the master at once
+	case self && t.Inc == s.inc && t.To == StateKCleanup:
+		if s.leaving {
+			s.depart()
+			return
+		}
+		s.evicted()
+	}
+	// Cleanup duties: every node still in the cluster cleans up after a
+	// node that went out, and says so in its heartbeats.
+	mine := r.state == StateKCleanup || r.state == StateUCleanup
+	me := s.nodes[s.self]
+	if mine && !self && me != nil && me.inc == s.inc && (me.state == StateUp || me.state == StateShutdown || me.state == StateGoingDown) {
+		s.startCleanup(t)
+	} else {
+		s.jobDone(nil, t.Num)
+	}
+	if t.To == StateUp && !self {
+		for _, sub := range s.subsystems {
+			if sub.NodeUp != nil {
+				sub.NodeUp(t.Node, t.Inc)
+			}
+		}
+	}
+	s.placeKeyServices(t.Num)
+}
+
+func (s *Service) startCleanup(t Transition) {
+	j := &cleanupJob{num: t.Num, waiting: 1}
+	s.jobs = append(s.jobs, j)
+	done := func() { s.jobDone(j, t.Num) }
+	if t.To == StateKCleanup {
+		s.ep.NodeDown(t.Node, t.Inc)
+		for _, sub := range s.subsystems {
+			if sub.NodeDown != nil {
+				j.waiting++
+				once := false
+				sub.NodeDown(t.Node, t.Inc, func() {
+					if !once {
+						once = true
+						done()
+					}
+				})
+			}
+		}
+		j.waiting++
+		s.ep.NodedownWait(t.Node, done)
+	}
+	done() // the job's own share
+	_ = t
+}
+
+// jobDone records progress on cleanup duties: cleaned moves up to just
+// before the oldest unfinished job.
+func (s *Service) jobDone(j *cleanupJob, num uint64) {
+	if j != nil {
+		j.waiting--
+		if j.waiting > 0 {
+			return
+		}
+		s.obs(Event{Kind: EvCleanupDone, Node: s.self, Num: j.num, Target: s.hist[j.num-1].Node, Inc: s.hist[j.num-1].Inc})
+	}
+	for len(s.jobs) > 0 && s.jobs[0].waiting <= 0 {
+		s.jobs = s.jobs[1:]
+	}
+	old := s.cleaned
+	if len(s.jobs) > 0 {
+		s.cleaned = s.jobs[0].num - 1
+	} else {
+		s.cleaned = uint64(len(s.hist))
+	}
+	if s.cleaned > old && j != nil {
+		s.lastHBAt = -1 << 62 // tell the master without waiting for the tick
+		s.env.Clock().AfterFunc(0, s.heartbeat)
+	}
+}
+
+// evicted: the cluster declared this incarnation down while it runs.
+// Eviction is not exile: it rejoins as a new incarnation.
+func (s *Service) evicted() {
+	s.logf("n%d:%d was declared down; rejoining as a new incarnation", s.self, s.inc)
+	s.obs(Event{Kind: EvEvicted, Node: s.self, Inc: s.inc})
+	s.inc = s.ep.Reincarnate()
+	s.joinedOnce = false
+	s.qBeaconAt = -1 << 62
+	s.updateQuorate()
+}
+
+func (s *Service) depart() {
+	if s.departed {
+		return
+	}
+	s.departed = true
+	s.quorate = false
+	s.obs(Event{Kind: EvQuorate, Node: s.self, Quorate: false})
+	s.obs(Event{Kind: EvDeparted, Node: s.self, Inc: s.inc})
+	if s.tickTimer != nil {
+		s.tickTimer.Stop()
+	}
+	if s.electTimer != nil {
+		s.electTimer.Stop()
+	}
+	s.ep.Close()
+}
+
+func (s *Service) flushNotify() {
+	if !s.notifyDue {
+		return
+	}
+	s.notifyDue = false
+	n := uint64(len(s.hist))
+	for _, f := range s.subs {
+		f(n)
+	}
+}
+
+// ---- messages ----------------------------------------------------------
+
+func (s *Service) datagram(from node.ID, inc uint64, b []byte) {
+	if s.departed {
+		return
+	}
+	m, err := decode(b)
+	if err != nil {
+		return
+	}
+	switch m.kind {
+	case mRaft:
+		if s.cand {
+			s.stepRaft(from, m.raft)
+		}
+	case mHeartbeat:
+		s.onHeartbeat(from, inc, &m)
+	case mBeacon:
+		s.onBeacon(from, &m)
+	case mJoin:
+		s.onJoin(from, inc)
+	case mFetch:
+		if s.m != nil {
+			if h := s.m.heard[from]; h != nil && h.inc == inc {
+				h.applied = min(h.applied, m.from-1)
+			}
+			s.push(from, inc, m.from)
+		}
+	case mProbeReq:
+		s.send(m.target, &message{kind: mPing, nonce: m.nonce})
+		s.pendingProbes(from, m)
+	case mPing:
+		s.send(from, &message{kind: mPong, nonce: m.nonce})
+	case mPong:
+		s.onPong(from, inc, m.nonce)
+	case mProbeAck:
+		if s.m != nil {
+			if sp := s.m.suspects[m.target]; sp != nil && sp.nonce == m.nonce {
+				s.cleared(m.target)
+			}
+		}
+	case mRefused:
+		if s.now()-s.refusedLogAt > time.Second {
+			s.refusedLogAt = s.now()
+			s.logf("n%d refused admission by n%d: %s", s.self, from, m.reason)
+		}
+	}
+	s.flushNotify()
+}
+
+// probeWaits remembers probes this node runs for the master, by nonce.
+type probeWait struct {
+	master node.ID
+	target node.ID
+	inc    uint64
+}
+
+func (s *Service) pendingProbes(master node.ID, m message) {
+	if s.probes == nil {
+		s.probes = map[uint64]probeWait{}
+	}
+	if len(s.probes) > 256 {
+		clear(s.probes) // a bound: stale probes are simply forgotten
+	}
+	s.probes[m.nonce] = probeWait{master: master, target: m.target, inc: m.targetInc}
+}
+
+func (s *Service) onPong(from node.ID, inc uint64, nonce uint64) {
+	if pw, ok := s.probes[nonce]; ok && pw.target == from && inc == pw.inc {
+		delete(s.probes, nonce)
+		s.send(pw.master, &message{kind: mProbeAck, target: from, targetInc: inc, nonce: nonce})
+	}
+	if s.m != nil {
+		if sp := s.m.suspects[from]; sp != nil && sp.nonce == nonce {
+			if r := s.nodes[from]; r != nil && r.inc == inc {
+				s.cleared(from)
+			}
+		}
+	}
+}
+
+// heartbeat sends this node's heartbeat to the master it knows or, if it
+// knows none, to every candidate.
+func (s *Service) heartbeat() {
+	if s.departed {
+		return
+	}
+	now := s.now()
+	if now-s.lastHBAt < s.cfg.Heartbeat/2 {
+		return
+	}
+	s.lastHBAt = now
+	m := &message{kind: mHeartbeat, applied: uint64(len(s.hist)), cleaned: min(s.cleaned, uint64(len(s.hist))), epoch: s.masterEpoch}
+	if s.leaving {
+		m.flags |= flagLeave
+		if s.leaveReady {
+			m.flags |= flagLeaveReady
+		}
+	}
+	member := s.memberNow()
+	if s.masterID != 0 && now-s.beaconAt < s.cfg.ElectionTimeout {
+		if s.masterID == s.self {
+			s.onHeartbeat(s.self, s.inc, m)
+		} else {
+			s.send(s.masterID, m)
+		}
+		if !member {
+			s.send(s.masterID, &message{kind: mJoin})
+		}
+		return
+	}
+	for _, c := range s.cfg.Candidates {
+		if c == s.self {
+			continue
+		}
+		s.send(c, m)
+		if !member {
+			s.send(c, &message{kind: mJoin})
+		}
+	}
+	if !member && s.m != nil {
+		s.onJoin(s.self, s.inc)
+	}
+}
+
+// memberNow reports whether this incarnation is live in the history.
+func (s *Service) memberNow() bool {
+	r := s.nodes[s.self]
+	return r != nil && r.inc == s.inc && r.state.live()
+}
+
+func (s *Service) onBeacon(from node.ID, m *message) {
+	if m.epoch < s.masterEpoch || (s.cand && s.leader && from != s.self) {
+		return // an old master's beacon
+	}
+	now := s.now()
+	s.masterID, s.masterEpoch, s.beaconAt = from, m.epoch, now
+	if m.quorum {
+		s.qBeaconAt = now
+		s.beaconInc, s.beaconState = m.yourInc, m.yourState
+		// The master does not list this incarnation as live: it was
+		// declared down while we ran (paused, cut off). Rejoin.
+		if m.yourInc == s.inc && !m.yourState.live() && s.joinedOnce && !s.leaving {
+			s.evicted()
+		}
+	}
+	if !s.cand {
+		for _, t := range m.entries {
+			if t.Num == uint64(len(s.hist))+1 {
+				s.apply(t, 0)
+			}
+		}
+		if m.last > uint64(len(s.hist)) && now-s.lastFetchAt > s.cfg.Heartbeat/2 {
+			s.lastFetchAt = now
+			s.send(from, &message{kind: mFetch, from: uint64(len(s.hist)) + 1})
+		}
+	}
+	s.updateQuorate()
+}
+
+// updateQuorate recomputes the flag this node reports.
+func (s *Service) updateQuorate() {
+	q := false
+	me := s.nodes[s.self]
+	up := me != nil && me.inc == s.inc && me.state == StateUp && !s.departed
+	switch {
+	case !up:
+	case s.m != nil:
+		q = s.holdsQuorum()
+	default:
+		q = s.now()-s.qBeaconAt < s.cfg.ElectionTimeout && s.beaconInc == s.inc && s.beaconState == StateUp
+	}
+	if q != s.quorate {
+		s.quorate = q
+		s.obs(Event{Kind: EvQuorate, Node: s.self, Quorate: q})
+	}
+}
+
+func (s *Service) leaveTimeout() {
+	if s.leaving && !s.departed && s.now()-s.leaveAt >= s.cfg.NodedownAfter && !s.reachableMaster() {
+		s.logf("n%d leaving without the master: shutting down anyway", s.self)
+		s.depart()
+	}
+}
+
+func (s *Service) reachableMaster() bool {
+	return s.now()-s.qBeaconAt < s.cfg.ElectionTimeout || s.holdsQuorum()
+}

@@ -1,0 +1,397 @@
+package clms
+
+import (
+	"slices"
+	"time"
+
+	"github.com/clusterinfra/ci/node"
+)
+
+// becomeMaster starts master duties at the start of a term. What the old
+// master knew about liveness is gone, so everyone gets a grace period,
+// except the old master itself, whose silence this candidate measured.
+func (s *Service) becomeMaster() {
+	now := s.now()
+	s.m = &masterState{
+		epoch: s.term, since: now,
+		heard: map[node.ID]*heard{}, suspects: map[node.ID]*suspicion{},
+		pending: map[node.ID]pendingProp{}, joiners: map[node.ID]joiner{},
+	}
+	for id, r := range s.nodes {
+		if r.state.live() {
+			at := now
+			if slices.Contains(s.cfg.Candidates, id) && id != s.self {
+				at = min(now, s.leaderMsgFrom(id))
+			}
+			s.m.heard[id] = &heard{at: at, inc: r.inc}
+		}
+	}
+	s.masterID, s.masterEpoch, s.beaconAt = s.self, s.term, now
+	s.obs(Event{Kind: EvMaster, Node: s.self, Epoch: s.term})
+	s.logf("n%d is master of epoch %d", s.self, s.term)
+}
+
+// leaderMsgFrom is when this candidate last heard from id as leader (the
+// previous master), or now if id was not the leader.
+func (s *Service) leaderMsgFrom(id node.ID) time.Duration {
+	if id == s.prevLead {
+		return s.leaderMsgAt
+	}
+	return s.now()
+}
+
+func (s *Service) stepDown() {
+	if s.m == nil {
+		return
+	}
+	for _, sp := range s.m.suspects {
+		if sp.timer != nil {
+			sp.timer.Stop()
+		}
+	}
+	s.m = nil
+}
+
+// propose puts a transition to the candidates, if this node may: it must
+// be the master and hold its lease.
+func (s *Service) propose(id node.ID, inc uint64, from, to State, cause Cause) {
+	if s.m == nil || !s.holdsQuorum() {
+		return
+	}
+	if p, ok := s.m.pending[id]; ok && s.now()-p.at < 2*s.cfg.ElectionTimeout {
+		return // one proposal per node at a time; retried if it got lost
+	}
+	p := proposal{node: id, inc: inc, from: from, to: to, cause: cause, time: s.env.Clock().Wall().UnixNano(), master: s.self}
+	if err := s.rn.Propose(p.encode()); err != nil {
+		return
+	}
+	s.m.pending[id] = pendingProp{at: s.now(), to: to}
+	s.obs(Event{Kind: EvProposed, Node: s.self, Epoch: s.term, LeaseVoters: s.leaseVoters(s.now() - s.cfg.ElectionTimeout),
+		T: Transition{Time: time.Unix(0, p.time).UTC(), Node: id, Inc: inc, From: from, To: to, Cause: cause, Epoch: s.term, Master: s.self}})
+	s.ready()
+}
+
+// masterDuties runs on every tick of the master.
+func (s *Service) masterDuties() {
+	m := s.m
+	now := s.now()
+	// Detection.
+	for _, id := range s.sortedNodes() {
+		r := s.nodes[id]
+		if id == s.self || !r.state.live() {
+			continue
+		}
+		h := m.heard[id]
+		if h == nil || h.inc != r.inc {
+			h = &heard{at: max(m.since, r.numAt(s)), inc: r.inc}
+			m.heard[id] = h
+		}
+		silence := now - h.at
+		suspect := silence > s.cfg.NodedownAfter
+		if s.cfg.Detector != nil {
+			suspect = s.cfg.Detector.Suspect(id, silence)
+		}
+		if suspect && m.suspects[id] == nil {
+			s.suspect(id, r.inc)
+		}
+	}
+	// Moving nodes along their lifecycle.
+	for _, id := range s.sortedNodes() {
+		r := s.nodes[id]
+		h := m.heard[id]
+		if id == s.self {
+			h = &heard{at: now, inc: s.inc, applied: uint64(len(s.hist)), cleaned: s.cleaned}
+			if s.leaving {
+				h.flags = flagLeave
+				if s.leaveReady {
+					h.flags |= flagLeaveReady
+				}
+			}
+		}
+		switch r.state {
+		case StateComingUp:
+			if h != nil && h.inc == r.inc && h.applied >= r.num {
+				s.propose(id, r.inc, StateComingUp, StateUp, CauseJoin)
+			}
+		case StateUp:
+			if h != nil && h.inc == r.inc && h.flags&flagLeave != 0 {
+				s.propose(id, r.inc, StateUp, StateShutdown, CauseLeave)
+			}
+		case StateShutdown:
+			if h != nil && h.inc == r.inc && h.flags&flagLeaveReady != 0 && h.applied >= r.num {
+				s.propose(id, r.inc, StateShutdown, StateKCleanup, CauseLeave)
+			}
+		case StateKCleanup, StateUCleanup:
+			if s.cleanedEverywhere(id, r.num) {
+				next := StateUCleanup
+				if r.state == StateUCleanup {
+					next = StateDown
+				}
+				s.propose(id, r.inc, r.state, next, CauseCleanup)
+			}
+		}
+	}
+	// Admissions.
+	for _, id := range sortedKeys(m.joiners) {
+		j := m.joiners[id]
+		if now-j.at > 2*s.cfg.ElectionTimeout {
+			delete(m.joiners, id)
+			continue
+		}
+		s.admit(id, j.inc)
+	}
+	s.pushAll()
+}
+
+// numAt is when the master should start counting a node's silence: the
+// master may have just admitted it.
+func (r *nodeRec) numAt(s *Service) time.Duration { return s.now() }
+
+// cleanedEverywhere reports whether every node still in the cluster that
+// owes cleanup for entry num has done it.
+func (s *Service) cleanedEverywhere(target node.ID, num uint64) bool {
+	for id, r := range s.nodes {
+		if id == target || !(r.state == StateUp || r.state == StateShutdown || r.state == StateGoingDown) {
+			continue
+		}
+		if r.num > num && r.state == StateUp && s.hist[r.num-1].From == StateComingUp {
+			continue // joined after the entry: it owes nothing for it
+		}
+		var cleaned uint64
+		if id == s.self {
+			if r.inc != s.inc {
+				return false
+			}
+			cleaned = s.cleaned
+		} else if h := s.m.heard[id]; h != nil && h.inc == r.inc {
+			cleaned = h.cleaned
+		}
+		if cleaned < num {
+			return false
+		}
+	}
+	return true
+}
+
+// suspect starts indirect probes of a silent node: before declaring it
+// down, the master asks a few others to reach it, so that one bad link
+// does not evict a healthy node.
+func (s *Service) suspect(id node.ID, inc uint64) {
+	m := s.m
+	m.nonce++
+	sp := &suspicion{start: s.now(), nonce: m.nonce<<16 | uint64(s.self)}
+	m.suspects[id] = sp
+	var helpers []node.ID
+	for _, h := range s.view {
+		if h != id && h != s.self {
+			helpers = append(helpers, h)
+		}
+	}
+	r := s.env.Rand()
+	r.Shuffle(len(helpers), func(i, j int) { helpers[i], helpers[j] = helpers[j], helpers[i] })
+	if len(helpers) > s.cfg.Probers {
+		helpers = helpers[:s.cfg.Probers]
+	}
+	for _, h := range helpers {
+		s.send(h, &message{kind: mProbeReq, target: id, targetInc: inc, nonce: sp.nonce})
+	}
+	s.send(id, &message{kind: mPing, nonce: sp.nonce})
+	if s.probes == nil {
+		s.probes = map[uint64]probeWait{}
+	}
+	// Confirm we are still master (as raft's ReadIndex does): voters
+	// must answer after the suspicion began.
+	s.rn.Tick()
+	s.ready()
+	wait := s.cfg.Heartbeat + s.cfg.Heartbeat/2
+	sp.timer = s.env.Clock().AfterFunc(wait, func() { s.verdict(id, sp) })
+}
+
+// verdict declares a suspect down once probes had their chance and a
+// quorum of candidates confirmed this master after the suspicion began.
+func (s *Service) verdict(id node.ID, sp *suspicion) {
+	if s.m == nil || s.m.suspects[id] != sp {
+		return
+	}
+	r := s.nodes[id]
+	if r == nil || !r.state.live() {
+		delete(s.m.suspects, id)
+		return
+	}
+	if s.leaseVoters(sp.start) <= len(s.cfg.Candidates)/2 {
+		sp.timer = s.env.Clock().AfterFunc(s.cfg.Heartbeat/2, func() { s.verdict(id, sp) })
+		if s.now()-sp.start > 2*s.cfg.ElectionTimeout {
+			delete(s.m.suspects, id) // no quorum: not ours to decide
+		}
+		return
+	}
+	delete(s.m.suspects, id)
+	s.logf("n%d declares n%d:%d down", s.self, id, r.inc)
+	s.propose(id, r.inc, r.state, StateKCleanup, CauseNodedown)
+}
+
+func (s *Service) cleared(id node.ID) {
+	sp := s.m.suspects[id]
+	if sp == nil {
+		return
+	}
+	if sp.timer != nil {
+		sp.timer.Stop()
+	}
+	delete(s.m.suspects, id)
+	if h := s.m.heard[id]; h != nil {
+		h.at = s.now()
+	}
+}
+
+func (s *Service) onHeartbeat(from node.ID, inc uint64, hb *message) {
+	if s.m == nil {
+		return
+	}
+	h := s.m.heard[from]
+	if h == nil {
+		h = &heard{}
+		s.m.heard[from] = h
+	}
+	if inc < h.inc {
+		return
+	}
+	h.at, h.inc, h.applied, h.cleaned, h.flags = s.now(), inc, hb.applied, hb.cleaned, hb.flags
+	if sp := s.m.suspects[from]; sp != nil {
+		if r := s.nodes[from]; r != nil && r.inc == inc {
+			s.cleared(from)
+		}
+	}
+	if from != s.self {
+		s.push(from, inc, hb.applied+1)
+	}
+	s.masterStep()
+}
+
+// masterStep moves things along at once after news, rather than at the
+// next tick: leaves and cleanups then take a round trip, not a heartbeat.
+func (s *Service) masterStep() {
+	if s.m == nil || s.inStep {
+		return
+	}
+	s.inStep = true
+	defer func() { s.inStep = false }()
+	for _, id := range s.sortedNodes() {
+		r := s.nodes[id]
+		h := s.m.heard[id]
+		switch {
+		case r.state == StateComingUp && h != nil && h.inc == r.inc && h.applied >= r.num:
+			s.propose(id, r.inc, StateComingUp, StateUp, CauseJoin)
+		case r.state == StateUp && h != nil && h.inc == r.inc && h.flags&flagLeave != 0:
+			s.propose(id, r.inc, StateUp, StateShutdown, CauseLeave)
+		case r.state == StateShutdown && h != nil && h.inc == r.inc && h.flags&flagLeaveReady != 0 && h.applied >= r.num:
+			s.propose(id, r.inc, StateShutdown, StateKCleanup, CauseLeave)
+		case (r.state == StateKCleanup || r.state == StateUCleanup) && s.cleanedEverywhere(id, r.num):
+			next := StateUCleanup
+			if r.state == StateUCleanup {
+				next = StateDown
+			}
+			s.propose(id, r.inc, r.state, next, CauseCleanup)
+		}
+	}
+}
+
+func (s *Service) onJoin(from node.ID, inc uint64) {
+	if s.m == nil {
+		return
+	}
+	if len(s.cfg.Allowed) > 0 && !slices.Contains(s.cfg.Allowed, from) {
+		s.send(from, &message{kind: mRefused, reason: "not in the allowed members list"})
+		if s.now()-s.refusedLogAt > time.Second {
+			s.refusedLogAt = s.now()
+			s.logf("n%d refused n%d: not in the allowed members list", s.self, from)
+			s.obs(Event{Kind: EvRefused, Node: s.self, Target: from, Inc: inc})
+		}
+		return
+	}
+	if len(s.m.joiners) > 4*int(node.MaxID) {
+		return // a bound
+	}
+	s.m.joiners[from] = joiner{inc: inc, at: s.now()}
+	s.admit(from, inc)
+	s.push(from, inc, 1)
+}
+
+// admit moves a joining incarnation towards COMINGUP: at once if its node
+// is out, or by first taking its older incarnation out (a join from n:k+1
+// while n:k is up is itself the nodedown of n:k).
+func (s *Service) admit(id node.ID, inc uint64) {
+	r := s.rec(id)
+	switch {
+	case inc <= r.inc:
+		if r.state.live() && inc == r.inc {
+			delete(s.m.joiners, id)
+		}
+	case r.state == StateNeverUp || r.state == StateDown:
+		s.propose(id, inc, r.state, StateComingUp, CauseJoin)
+	case r.state.live():
+		s.propose(id, r.inc, r.state, StateKCleanup, CauseRejoin)
+	}
+}
+
+// push sends node id the beacon, with the entries from num on if it is
+// behind.
+func (s *Service) push(id node.ID, inc uint64, from uint64) {
+	m := &message{kind: mBeacon, epoch: s.term, quorum: s.holdsQuorum(), last: uint64(len(s.hist))}
+	if r := s.nodes[id]; r != nil {
+		m.yourInc, m.yourState = r.inc, r.state
+	}
+	if from == 0 {
+		from = 1
+	}
+	if !slices.Contains(s.cfg.Candidates, id) {
+		size := 64
+		for n := from; n <= uint64(len(s.hist)) && len(m.entries) < 512; n++ {
+			t := s.hist[n-1]
+			size += transitionSize + len(t.Cause)
+			if size > 48<<10 {
+				break
+			}
+			m.entries = append(m.entries, t)
+		}
+	}
+	if id == s.self {
+		s.onBeacon(s.self, m)
+		return
+	}
+	s.send(id, m)
+}
+
+// pushAll sends every live node and joiner its beacon.
+func (s *Service) pushAll() {
+	if s.m == nil {
+		return
+	}
+	for _, id := range s.sortedNodes() {
+		r := s.nodes[id]
+		if !r.state.live() && r.state != StateKCleanup && r.state != StateUCleanup {
+			continue
+		}
+		var applied uint64
+		if h := s.m.heard[id]; h != nil && h.inc == r.inc {
+			applied = h.applied
+		}
+		s.push(id, r.inc, applied+1)
+	}
+	for _, id := range sortedKeys(s.m.joiners) {
+		if r := s.nodes[id]; r == nil || !r.state.live() {
+			s.push(id, s.m.joiners[id].inc, 1)
+		}
+	}
+}
+
+func (s *Service) sortedNodes() []node.ID { return sortedKeys(s.nodes) }
+
+func sortedKeys[V any](m map[node.ID]V) []node.ID {
+	ids := make([]node.ID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}

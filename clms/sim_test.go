@@ -1,0 +1,112 @@
+package clms_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/clusterinfra/ci/clms"
+	"github.com/clusterinfra/ci/ics"
+	"github.com/clusterinfra/ci/ics/wire"
+	"github.com/clusterinfra/ci/node"
+	"github.com/clusterinfra/ci/node/stack"
+	"github.com/clusterinfra/ci/sim"
+)
+
+type simCluster struct {
+	t      testing.TB
+	w      *sim.World
+	ids    []node.ID
+	events []clms.Event
+}
+
+func newSimCluster(t testing.TB, seed uint64, n int, cands []node.ID) *simCluster {
+	kr, err := wire.NewKeyring(1, []byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &simCluster{t: t, w: sim.New(sim.Config{Seed: seed, Link: sim.Link{Latency: time.Millisecond}})}
+	cfg := stack.Config{
+		ICS:     ics.Config{Keyring: kr},
+		CLMS:    clms.Config{Candidates: cands},
+		Observe: func(e clms.Event) { c.events = append(c.events, e) },
+	}
+	for i := 1; i <= n; i++ {
+		id := node.ID(i)
+		c.ids = append(c.ids, id)
+		if err := c.w.AddNode(id, stack.Factory(cfg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+func (c *simCluster) svc(id node.ID) *clms.Service {
+	if h, ok := c.w.Handler(id).(*stack.Node); ok && h.CLMS != nil {
+		return h.CLMS
+	}
+	return nil
+}
+
+// converged reports whether every running node is quorate with the same
+// view and last number, equal to the set of running nodes.
+func (c *simCluster) converged() (bool, string) {
+	var running []node.ID
+	for _, id := range c.ids {
+		if c.w.State(id) == sim.Running {
+			running = append(running, id)
+		}
+	}
+	var last uint64
+	var master node.ID
+	for i, id := range running {
+		s := c.svc(id)
+		if s == nil || !s.Quorate() {
+			return false, fmt.Sprintf("n%d not quorate", id)
+		}
+		num, view := s.Membership()
+		if !slices.Equal(view, running) {
+			return false, fmt.Sprintf("n%d view %v, running %v", id, view, running)
+		}
+		if i == 0 {
+			last, master = num, s.Master()
+		} else if num != last || s.Master() != master {
+			return false, fmt.Sprintf("n%d at #%d master n%d, others #%d n%d", id, num, s.Master(), last, master)
+		}
+	}
+	return true, ""
+}
+
+func (c *simCluster) waitConverged(d time.Duration) time.Duration {
+	start := c.w.Now()
+	why := ""
+	for c.w.Now()-start < d {
+		_ = c.w.RunFor(5 * time.Millisecond)
+		var ok bool
+		if ok, why = c.converged(); ok {
+			return c.w.Now() - start
+		}
+	}
+	c.t.Fatalf("not converged after %v: %s", d, why)
+	return 0
+}
+
+func TestFormAndMasterCrash(t *testing.T) {
+	c := newSimCluster(t, 1, 5, []node.ID{1, 2, 3})
+	for _, id := range c.ids {
+		_ = c.w.Boot(id)
+	}
+	took := c.waitConverged(10 * time.Second)
+	t.Logf("formed in %v", took)
+	m := c.svc(1).Master()
+	if err := c.w.Crash(m); err != nil {
+		t.Fatal(err)
+	}
+	took = c.waitConverged(5 * time.Second)
+	t.Logf("master n%d crash: converged in %v", m, took)
+	h := c.svc(c.ids[4]).History()
+	for _, tr := range h {
+		t.Log(tr)
+	}
+}
