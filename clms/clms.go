@@ -213,7 +213,13 @@ func (s *Service) Start() {
 	s.leaderMsgAt = now
 	s.tick()
 	if s.cand {
-		s.armElection()
+		// The first election prefers candidates in list order (OpenSSI's
+		// CLUSTER_MASTER order): a cluster that boots together elects its
+		// first candidate, so operators and scenarios can tell who it is.
+		et := s.cfg.ElectionTimeout
+		rank := slices.Index(s.cfg.Candidates, s.self)
+		d := et + time.Duration(rank)*et/2 + time.Duration(s.env.Rand().Int64N(int64(et/8)+1))
+		s.electTimer = s.env.Clock().AfterFunc(d, s.campaign)
 		s.ready()
 	}
 }
@@ -711,9 +717,12 @@ func (s *Service) heartbeat() {
 	if s.masterID != 0 && now-s.beaconAt < s.cfg.ElectionTimeout {
 		if s.masterID == s.self {
 			s.onHeartbeat(s.self, s.inc, m)
-		} else {
-			s.send(s.masterID, m)
+			if !member && s.m != nil {
+				s.onJoin(s.self, s.inc)
+			}
+			return
 		}
+		s.send(s.masterID, m)
 		if !member {
 			s.send(s.masterID, &message{kind: mJoin})
 		}

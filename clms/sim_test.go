@@ -110,3 +110,32 @@ func TestFormAndMasterCrash(t *testing.T) {
 		t.Log(tr)
 	}
 }
+
+func TestCleanupReachesDown(t *testing.T) {
+	c := newSimCluster(t, 2, 5, []node.ID{1, 2, 3})
+	for _, id := range c.ids {
+		_ = c.w.Boot(id)
+	}
+	c.waitConverged(10 * time.Second)
+	start := c.w.Now()
+	_ = c.w.Crash(5)
+	c.waitConverged(5 * time.Second)
+	_ = c.w.RunFor(time.Second)
+	for _, tr := range c.svc(1).History()[10:] {
+		t.Log(tr)
+	}
+	if st := c.svc(1).State(5); st != clms.StateDown {
+		t.Fatalf("n5 is %v", st)
+	}
+	for _, e := range c.events {
+		if e.Kind == clms.EvApplied && e.T.Node == 5 && e.T.To == clms.StateKCleanup {
+			t.Logf("n%d applied nodedown at +%v", e.Node, e.T.Time.Sub(c.events[0].T.Time))
+		}
+	}
+	_ = start
+	_ = c.w.Restart(5)
+	c.waitConverged(5 * time.Second)
+	for _, tr := range c.svc(1).History()[10:] {
+		t.Log(tr)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,7 +157,8 @@ func conformance(t *testing.T, mk newHarness) {
 		h := mk(t, 1, spec{id: 1, cfg: cfg}, spec{id: 2, cfg: cfg})
 		r := recOf(h)
 		accepted := 0
-		var throttled, woke bool
+		var throttled bool
+		var woke atomic.Bool
 		h.do(1, func(x *testNode) {
 			for i := range 100 {
 				if x.ep.WouldThrottle(2, ics.ChanNormal) {
@@ -176,23 +178,23 @@ func conformance(t *testing.T, mk newHarness) {
 				accepted++
 			}
 			throttled = x.ep.WouldThrottle(2, ics.ChanNormal)
-			if err := x.ep.WaitForThrottle(2, ics.ChanNormal, func() { woke = true }); err != nil {
+			if err := x.ep.WaitForThrottle(2, ics.ChanNormal, func() { woke.Store(true) }); err != nil {
 				t.Fatal(err)
 			}
 		})
 		if !throttled || accepted > 2+4+4+1 {
 			t.Fatalf("throttled=%v after %d accepted messages", throttled, accepted)
 		}
-		if woke {
+		if woke.Load() {
 			t.Fatal("woken while still full")
 		}
 		for range 20 {
 			h.do(2, func(x *testNode) { x.releaseHeld("ok") })
-			if h.until(100*time.Millisecond, func() bool { return woke }) {
+			if h.until(100*time.Millisecond, woke.Load) {
 				break
 			}
 		}
-		if !woke {
+		if !woke.Load() {
 			t.Fatal("WaitForThrottle never fired after the server drained")
 		}
 	})
@@ -266,11 +268,11 @@ func conformance(t *testing.T, mk newHarness) {
 		if !h.until(time.Second, func() bool { defer r.lock()(); return len(r.held[2]) == n }) {
 			t.Fatal("calls did not reach the server")
 		}
-		waited := false
+		var waited atomic.Bool
 		h.do(1, func(x *testNode) { x.ep.NodeDown(2, 0) })
 		h.do(2, func(x *testNode) {
 			x.ep.NodeDown(1, 0)
-			x.ep.NodedownWait(1, func() { waited = true })
+			x.ep.NodedownWait(1, func() { waited.Store(true) })
 		})
 		labels := make([]string, n)
 		for i := range labels {
@@ -280,7 +282,7 @@ func conformance(t *testing.T, mk newHarness) {
 			t.Fatal("calls to a down node hang")
 		}
 		h.until(50*time.Millisecond, func() bool { return false })
-		if waited {
+		if waited.Load() {
 			t.Fatal("NodedownWait fired while handlers still run")
 		}
 		func() {
@@ -295,7 +297,7 @@ func conformance(t *testing.T, mk newHarness) {
 			}
 		}()
 		h.do(2, func(x *testNode) { x.releaseHeld("too late") })
-		if !h.until(time.Second, func() bool { return waited }) {
+		if !h.until(time.Second, waited.Load) {
 			t.Fatal("NodedownWait never fired")
 		}
 		// A new call to the down incarnation fails at once, never hangs.
@@ -317,7 +319,19 @@ func conformance(t *testing.T, mk newHarness) {
 				}
 			})
 		}
-		h.cutPath(1, 2, 0)
+		labels := make([]string, n)
+		for i := range labels {
+			labels[i] = "p" + strconv.Itoa(i)
+		}
+		if !h.until(10*time.Second, r.finished(labels[:n/2]...)) {
+			t.Fatal("calls did not complete before the cut")
+		}
+		active := -1
+		h.do(1, func(x *testNode) { active = x.ep.ActivePath(2) })
+		if active < 0 {
+			t.Fatal("no active path after 100 calls")
+		}
+		h.cutPath(1, 2, active)
 		for i := n / 2; i < n; i++ {
 			h.do(1, func(x *testNode) {
 				if _, err := x.ep.Call(2, "echo", []byte(strconv.Itoa(i)), ics.CallOpts{}, r.done("p"+strconv.Itoa(i))); err != nil {
@@ -325,13 +339,14 @@ func conformance(t *testing.T, mk newHarness) {
 				}
 			})
 		}
-		labels := make([]string, n)
-		for i := range labels {
-			labels[i] = "p" + strconv.Itoa(i)
-		}
 		if !h.until(20*time.Second, r.finished(labels...)) {
 			t.Fatal("calls did not complete over the other path")
 		}
+		h.do(1, func(x *testNode) {
+			if st := x.ep.Stats(); st.Failovers == 0 || x.ep.ActivePath(2) == active {
+				t.Errorf("no failover: %d failovers, active path %d (cut %d)", st.Failovers, x.ep.ActivePath(2), active)
+			}
+		})
 		defer r.lock()()
 		for i, l := range labels {
 			if r.results[l] != nil || r.replies[l] != strconv.Itoa(i) || r.doneCnt[l] != 1 {

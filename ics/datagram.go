@@ -90,8 +90,12 @@ func (e *Endpoint) Datagram(from node.ID, _ int, frame []byte) {
 		e.drop("dgram-stale-incarnation")
 		return
 	}
+	// A node declared down may still send datagrams: that is how it
+	// learns it was evicted and rejoins. Only older incarnations than the
+	// newest seen are refused here; what an incarnation may do is the
+	// receiver's policy.
 	inc := uint64(h.FromBoot)
-	if p := e.peers[from]; p != nil && (inc < p.inc || inc <= p.downInc) {
+	if p := e.peers[from]; p != nil && inc < p.inc {
 		e.drop("dgram-stale-incarnation")
 		return
 	}

@@ -746,3 +746,11 @@ func (e *Endpoint) Peers() []node.ID {
 	slices.Sort(ids)
 	return ids
 }
+
+// ActivePath is the path carrying the session to peer, or -1.
+func (e *Endpoint) ActivePath(id node.ID) int {
+	if p := e.peers[id]; p != nil {
+		return p.active
+	}
+	return -1
+}

@@ -241,6 +241,14 @@ func recOf(h harness) *rec {
 
 func firstTestNode(h harness) node.ID {
 	switch h := h.(type) {
+	case *tcpHarness:
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for id := node.ID(1); id < 10; id++ {
+			if _, ok := h.tn[id]; ok {
+				return id
+			}
+		}
 	case *simHarness:
 		for _, id := range h.w.Nodes() {
 			if _, ok := h.nodes[id]; ok {

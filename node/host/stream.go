@@ -1,0 +1,612 @@
+package host
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/clusterinfra/ci/node"
+)
+
+// A stream is a TCP connection. The dialler opens with a hello, the
+// acceptor checks it and answers; only then does either side report
+// StreamOpened, so that neither Handler hears of a stream the other
+// refused (and the dialler learns if the address it dialled belongs to
+// some other node):
+//
+//	hello (dialler → acceptor): magic:1 version:1 from:u32 to:u32 path:1
+//	ack   (acceptor → dialler): magic:1 version:1 from:u32
+//
+// Then each message is a frame, len:u32 (big endian) followed by len
+// bytes. A frame length of endMarker ends the stream cleanly. TCP alone
+// cannot tell a clean close from a dead process, since the kernel sends
+// the same FIN for both; the marker can. A stream that reaches EOF
+// without it broke (node.ErrStreamReset), as the Stream contract asks of
+// a far end that restarts.
+const (
+	streamMagic   = 0x5C
+	streamVersion = 1
+	helloLen      = 11
+	ackLen        = 6
+	frameHeader   = 4
+	endMarker     = 0xFFFFFFFF
+)
+
+// Bounds of one write: the writer hands the kernel at most this many
+// queued messages or bytes at once, so that room frees up (and
+// StreamWritable is sent) in steps rather than only when all is written.
+const (
+	writeBatchMsgs  = 64
+	writeBatchBytes = 1 << 20
+)
+
+// stream is one end of a connection; it implements node.Stream. A stream
+// has two goroutines once connected: the one that dialled or accepted it,
+// which then reads, and a writer fed by the send queue.
+type stream struct {
+	n    *Node
+	peer node.ID
+	path int
+
+	finished bool // StreamClosed was delivered; owned by the event loop
+
+	mu   sync.Mutex
+	conn *net.TCPConn // nil until the handshake is done
+	// queue holds messages not yet handed to the kernel; buffered is
+	// their size in bytes, frame headers included, and never exceeds
+	// StreamBuffer except by one message sent into an empty buffer.
+	queue        [][]byte
+	buffered     int
+	wantWritable bool // a Send failed with ErrStreamFull
+	closing      bool // Close was called here
+	ended        bool // the connection is over: no more I/O, no more events
+	cancelDial   context.CancelFunc
+
+	wake chan struct{} // capacity 1: the queue or closing changed
+	dead chan struct{} // closed when ended is set
+}
+
+func (n *Node) newStream(peer node.ID, path int) *stream {
+	return &stream{n: n, peer: peer, path: path, wake: make(chan struct{}, 1), dead: make(chan struct{})}
+}
+
+// Peer implements node.Stream.
+func (s *stream) Peer() node.ID { return s.peer }
+
+// Path implements node.Stream.
+func (s *stream) Path() int { return s.path }
+
+// Buffered implements node.Stream. It counts the bytes the kernel has
+// not taken yet, with 4 bytes of framing per message, so that a flood of
+// empty messages is bounded too. What the kernel holds unacknowledged in
+// its socket buffer is not included: it cannot be read back portably,
+// and it is bounded by the kernel anyway.
+func (s *stream) Buffered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buffered
+}
+
+// Send implements node.Stream.
+func (s *stream) Send(msg []byte) error {
+	s.mu.Lock()
+	closed := s.closing || s.ended
+	s.mu.Unlock()
+	if closed {
+		return node.ErrStreamClosed
+	}
+	if max := s.n.cfg.MaxMessage; len(msg) > max {
+		return fmt.Errorf("host: %w: message of %d bytes (max %d)", node.ErrTooLarge, len(msg), max)
+	}
+	cost := len(msg) + frameHeader
+	// The copy is made before taking the lock so that a large message
+	// does not hold up the writer.
+	m := slices.Clone(msg)
+	s.mu.Lock()
+	if s.closing || s.ended {
+		s.mu.Unlock()
+		return node.ErrStreamClosed
+	}
+	if s.buffered > 0 && s.buffered+cost > s.n.cfg.StreamBuffer {
+		s.wantWritable = true
+		s.mu.Unlock()
+		return node.ErrStreamFull
+	}
+	s.queue = append(s.queue, m)
+	s.buffered += cost
+	s.mu.Unlock()
+	s.signal()
+	return nil
+}
+
+// Close implements node.Stream. What is queued is still written, then
+// the end marker; the writer then shuts down its side of the connection.
+// A dial still connecting with nothing queued is abandoned instead.
+func (s *stream) Close() {
+	s.mu.Lock()
+	if s.closing || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = true
+	abandon := s.conn == nil && len(s.queue) == 0 && s.cancelDial != nil
+	s.mu.Unlock()
+	if abandon {
+		s.cancelDial()
+	}
+	s.signal()
+}
+
+func (s *stream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *stream) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// end finishes the stream once: it shuts the connection and, unless the
+// Handler closed the stream itself, tells it StreamClosed(err). Every
+// way a stream can finish goes through here, which is what makes
+// StreamClosed arrive exactly once.
+func (s *stream) end(err error) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	quiet := s.closing
+	conn := s.conn
+	clear(s.queue)
+	s.queue = nil
+	s.buffered = 0
+	close(s.dead)
+	s.mu.Unlock()
+	if conn != nil {
+		conn.Close()
+	}
+	n := s.n
+	if err != nil && !quiet && !n.closing.Load() {
+		n.stats.streamsBroken.Add(1)
+		n.log.Debug("host: stream broke", "peer", s.peer.String(), "path", s.path, "err", err)
+	}
+	if !quiet {
+		n.post(event{kind: evClosed, s: s, err: err}, nil)
+	}
+}
+
+// Dial implements node.Network.
+func (e *env) Dial(peer node.ID, path int) (node.Stream, error) {
+	n := e.n
+	addr, ok := n.peerAddr(peer, path)
+	if !ok || peer == n.cfg.Self {
+		return nil, fmt.Errorf("host: %w: %v path %d", node.ErrBadPeer, peer, path)
+	}
+	if n.closing.Load() {
+		return nil, fmt.Errorf("host: %w: node closed", node.ErrUnreachable)
+	}
+	s := n.newStream(peer, path)
+	ctx, cancel := context.WithCancel(n.ctx)
+	s.cancelDial = cancel
+	if !n.spawn(func() {
+		defer cancel()
+		n.dial(ctx, s, addr)
+	}) {
+		cancel()
+		return nil, fmt.Errorf("host: %w: node closed", node.ErrUnreachable)
+	}
+	n.stats.streamsDialled.Add(1)
+	return s, nil
+}
+
+// dial connects s, shakes hands and then serves it. Any failure is
+// reported to the dialler as StreamClosed(err).
+func (n *Node) dial(ctx context.Context, s *stream, addr netip.AddrPort) {
+	d := net.Dialer{
+		Timeout:         n.cfg.StreamTimeout,
+		KeepAliveConfig: n.keepAlive(),
+		Control: func(_, _ string, c syscall.RawConn) error {
+			return setUserTimeout(c, n.cfg.StreamTimeout)
+		},
+	}
+	// Pin the source address to this path's interface, so that a path
+	// is one interconnect end to end.
+	if local := n.cfg.Listen[s.path].Addr(); !local.IsUnspecified() && local.Is4() == addr.Addr().Is4() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+	}
+	deadline := time.Now().Add(n.cfg.StreamTimeout)
+	c, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		s.end(streamErr(err))
+		return
+	}
+	conn := c.(*net.TCPConn)
+	if !n.register(conn) {
+		conn.Close()
+		s.end(ErrClosed)
+		return
+	}
+	defer n.unregister(conn)
+	if err := n.helloDialler(conn, s, deadline); err != nil {
+		conn.Close()
+		s.end(err)
+		return
+	}
+	s.mu.Lock()
+	s.conn = conn
+	ended := s.ended
+	s.mu.Unlock()
+	if ended {
+		conn.Close()
+		return
+	}
+	if !s.isClosing() && !n.post(event{kind: evOpened, s: s}, s.dead) {
+		s.end(ErrClosed)
+		return
+	}
+	n.serve(s, conn, bufio.NewReader(conn))
+}
+
+// helloDialler sends the hello and checks the acceptor's answer.
+func (n *Node) helloDialler(conn *net.TCPConn, s *stream, deadline time.Time) error {
+	if err := conn.SetDeadline(deadline); err != nil {
+		return streamErr(err)
+	}
+	var b [helloLen]byte
+	b[0], b[1] = streamMagic, streamVersion
+	wireID(b[2:], n.cfg.Self)
+	wireID(b[6:], s.peer)
+	b[10] = byte(s.path)
+	if _, err := conn.Write(b[:]); err != nil {
+		return streamErr(err)
+	}
+	var a [ackLen]byte
+	if _, err := io.ReadFull(conn, a[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: %v path %d refused the handshake", node.ErrStreamReset, s.peer, s.path)
+		}
+		return streamErr(err)
+	}
+	from, err := decodeAck(a[:])
+	if err != nil {
+		return err
+	}
+	if from != s.peer {
+		return fmt.Errorf("host: %w: %v path %d: %v answers as %v", node.ErrBadPeer, s.peer, s.path, conn.RemoteAddr(), from)
+	}
+	return streamErr(conn.SetDeadline(time.Time{}))
+}
+
+func decodeHello(b []byte) (from, to node.ID, path int, err error) {
+	if len(b) != helloLen || b[0] != streamMagic || b[1] != streamVersion {
+		return 0, 0, 0, fmt.Errorf("host: bad stream hello % x", b)
+	}
+	return node.ID(binary.BigEndian.Uint32(b[2:])), node.ID(binary.BigEndian.Uint32(b[6:])), int(b[10]), nil
+}
+
+func decodeAck(b []byte) (node.ID, error) {
+	if len(b) != ackLen || b[0] != streamMagic || b[1] != streamVersion {
+		return 0, fmt.Errorf("host: bad stream handshake answer % x", b)
+	}
+	return node.ID(binary.BigEndian.Uint32(b[2:])), nil
+}
+
+// acceptLoop accepts path i's connections until Close. Each is handed to
+// its own goroutine for the handshake, up to maxHandshakes at once; more
+// are refused, so that a flood of silent connections costs a bounded
+// number of goroutines.
+func (n *Node) acceptLoop(i int) {
+	const backoffMin, backoffMax = 5 * time.Millisecond, time.Second
+	backoff := backoffMin
+	for {
+		c, err := n.tcp[i].AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || n.closing.Load() {
+				return
+			}
+			// Out of file descriptors and the like: wait for it to pass.
+			n.log.Warn("host: accept failed", "path", i, "err", err)
+			select {
+			case <-n.quit:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, backoffMax)
+			continue
+		}
+		backoff = backoffMin
+		select {
+		case n.handshakes <- struct{}{}:
+		default:
+			n.stats.streamsRejected.Add(1)
+			c.Close()
+			continue
+		}
+		if !n.register(c) {
+			c.Close()
+			return
+		}
+		if !n.spawn(func() { n.accept(i, c) }) {
+			n.unregister(c)
+			c.Close()
+			return
+		}
+	}
+}
+
+// accept checks a new connection's hello, answers it and serves the
+// stream. A connection from a node that is not a peer on this path is
+// closed before anyone is told.
+func (n *Node) accept(i int, conn *net.TCPConn) {
+	defer n.unregister(conn)
+	s, err := n.helloAcceptor(i, conn)
+	<-n.handshakes
+	if err != nil {
+		n.stats.streamsRejected.Add(1)
+		if !n.closing.Load() {
+			n.log.Info("host: refused a stream", "path", i, "remote", conn.RemoteAddr(), "err", err)
+		}
+		conn.Close()
+		return
+	}
+	n.stats.streamsAccepted.Add(1)
+	if !n.post(event{kind: evOpened, s: s}, nil) {
+		s.end(ErrClosed)
+		return
+	}
+	n.serve(s, conn, bufio.NewReader(conn))
+}
+
+func (n *Node) helloAcceptor(i int, conn *net.TCPConn) (*stream, error) {
+	if err := n.tune(conn); err != nil {
+		return nil, err
+	}
+	if err := conn.SetDeadline(time.Now().Add(n.cfg.StreamTimeout)); err != nil {
+		return nil, err
+	}
+	var b [helloLen]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		return nil, fmt.Errorf("host: reading hello: %w", err)
+	}
+	from, to, path, err := decodeHello(b[:])
+	if err != nil {
+		return nil, err
+	}
+	if to != n.cfg.Self || path != i {
+		return nil, fmt.Errorf("host: hello for %v path %d arrived at %v path %d", to, path, n.cfg.Self, i)
+	}
+	if _, ok := n.peerAddr(from, i); !ok || from == n.cfg.Self {
+		return nil, fmt.Errorf("host: hello from %v, which is not a peer on path %d", from, i)
+	}
+	var a [ackLen]byte
+	a[0], a[1] = streamMagic, streamVersion
+	wireID(a[2:], n.cfg.Self)
+	if _, err := conn.Write(a[:]); err != nil {
+		return nil, fmt.Errorf("host: answering hello: %w", err)
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	s := n.newStream(from, i)
+	s.conn = conn
+	return s, nil
+}
+
+// tune sets the socket options of an accepted connection; a dialled one
+// gets the same from its Dialer.
+func (n *Node) tune(conn *net.TCPConn) error {
+	if err := conn.SetNoDelay(true); err != nil {
+		return err
+	}
+	if err := conn.SetKeepAliveConfig(n.keepAlive()); err != nil {
+		return err
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return setUserTimeout(rc, n.cfg.StreamTimeout)
+}
+
+// keepAlive makes an idle connection to a dead host break within about
+// StreamTimeout: with TCP_USER_TIMEOUT set, Linux gives up on keepalive
+// probes after that long instead of after Count probes.
+func (n *Node) keepAlive() net.KeepAliveConfig {
+	t := n.cfg.StreamTimeout
+	return net.KeepAliveConfig{
+		Enable:   true,
+		Idle:     max(t/2, time.Second),
+		Interval: max(t/5, time.Second),
+		Count:    5,
+	}
+}
+
+// serve runs a connected stream: a writer goroutine and, on this one,
+// the reader. It returns when the connection is over.
+func (n *Node) serve(s *stream, conn *net.TCPConn, br *bufio.Reader) {
+	if !n.spawn(func() { n.writeLoop(s, conn) }) {
+		s.end(ErrClosed)
+		return
+	}
+	n.readLoop(s, br)
+}
+
+// readLoop reads frames and posts them to the loop. It waits while the
+// inbox is full (in events or in bytes), which stops reading the socket,
+// so TCP flow control pushes back on the sender. After a local Close it only discards, until
+// the peer's EOF (or the linger deadline the writer set).
+func (n *Node) readLoop(s *stream, br *bufio.Reader) {
+	var hdr [frameHeader]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			switch {
+			case err == io.EOF && s.isClosing():
+				s.end(nil)
+			case err == io.EOF:
+				s.end(fmt.Errorf("%w: %v closed the connection without ending the stream", node.ErrStreamReset, s.peer))
+			default:
+				s.end(streamErr(err))
+			}
+			return
+		}
+		size := binary.BigEndian.Uint32(hdr[:])
+		if size == endMarker {
+			s.end(nil)
+			return
+		}
+		if uint64(size) > uint64(n.cfg.MaxMessage) {
+			s.end(fmt.Errorf("host: stream from %v: %w: frame of %d bytes (max %d)", s.peer, node.ErrTooLarge, size, n.cfg.MaxMessage))
+			return
+		}
+		if s.isClosing() {
+			if _, err := io.CopyN(io.Discard, br, int64(size)); err != nil {
+				s.end(streamErr(err))
+				return
+			}
+			continue
+		}
+		// Room in the inbox first: until there is, the body stays in the
+		// kernel and the sender's window closes.
+		if !n.inboxBytes.acquire(int(size), n.quit, s.dead) {
+			s.end(ErrClosed)
+			return
+		}
+		msg := make([]byte, size)
+		if _, err := io.ReadFull(br, msg); err != nil {
+			n.inboxBytes.release(int(size))
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the frame header promised more
+			}
+			s.end(streamErr(err))
+			return
+		}
+		if !n.post(event{kind: evMessage, s: s, data: msg}, s.dead) {
+			n.inboxBytes.release(int(size))
+			s.end(ErrClosed)
+			return
+		}
+	}
+}
+
+// writeLoop writes the send queue to the connection in batches. Once the
+// stream is closing and the queue is empty it writes the end marker,
+// shuts down its side and gives the peer StreamTimeout to finish.
+func (n *Node) writeLoop(s *stream, conn *net.TCPConn) {
+	var batch [][]byte
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && !s.closing && !s.ended {
+			s.mu.Unlock()
+			select {
+			case <-s.wake:
+			case <-s.dead:
+				return
+			case <-n.quit:
+				return
+			}
+			s.mu.Lock()
+		}
+		if s.ended {
+			s.mu.Unlock()
+			return
+		}
+		if len(s.queue) == 0 {
+			s.mu.Unlock()
+			n.finishWrites(s, conn)
+			return
+		}
+		batch = batch[:0]
+		size := 0
+		for _, m := range s.queue {
+			if len(batch) > 0 && (len(batch) == writeBatchMsgs || size+len(m) > writeBatchBytes) {
+				break
+			}
+			batch = append(batch, m)
+			size += len(m)
+		}
+		clear(s.queue[:len(batch)])
+		s.queue = s.queue[len(batch):]
+		s.mu.Unlock()
+
+		headers := make([]byte, frameHeader*len(batch))
+		bufs := make(net.Buffers, 0, 2*len(batch))
+		for i, m := range batch {
+			h := headers[i*frameHeader : (i+1)*frameHeader]
+			binary.BigEndian.PutUint32(h, uint32(len(m)))
+			bufs = append(bufs, h, m)
+		}
+		if _, err := bufs.WriteTo(conn); err != nil {
+			s.end(streamErr(err))
+			return
+		}
+
+		s.mu.Lock()
+		s.buffered -= size + frameHeader*len(batch)
+		notify := s.wantWritable && s.buffered < n.cfg.StreamBuffer && !s.closing && !s.ended
+		if notify {
+			s.wantWritable = false
+		}
+		s.mu.Unlock()
+		clear(batch)
+		if notify && !n.post(event{kind: evWritable, s: s}, s.dead) {
+			return
+		}
+	}
+}
+
+// finishWrites ends a closed stream's sending side: the end marker, then
+// FIN. The reader keeps draining until the peer closes its side, so that
+// nothing the peer still sends makes our kernel answer with a reset that
+// could destroy the marker before the peer reads it.
+func (n *Node) finishWrites(s *stream, conn *net.TCPConn) {
+	var m [frameHeader]byte
+	binary.BigEndian.PutUint32(m[:], endMarker)
+	_, err := conn.Write(m[:])
+	if err == nil {
+		err = conn.CloseWrite()
+	}
+	if err == nil {
+		err = conn.SetReadDeadline(time.Now().Add(n.cfg.StreamTimeout))
+	}
+	if err != nil {
+		s.end(streamErr(err))
+	}
+}
+
+// streamErr maps a socket error to the node package's stream errors,
+// keeping the OS error's text: a timeout (TCP_USER_TIMEOUT, connect or
+// handshake deadline, unreachable host) is node.ErrStreamTimeout; a
+// reset, refusal or truncated frame is node.ErrStreamReset.
+func streamErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: %v", node.ErrStreamReset, err)
+	case errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.EHOSTDOWN), errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w: %v", node.ErrStreamTimeout, err)
+	}
+	return fmt.Errorf("host: stream: %w", err)
+}
