@@ -37,8 +37,9 @@ test: ## run every test once (under 10 minutes)
 	$(GO) test -count=1 -timeout 10m $(TESTFLAGS) $(PKGS)
 
 .PHONY: soak
-soak: ## long runs: thousands of seeds and soaks (by hand, not in CI)
-	SOAK=1 $(GO) test -count=1 -timeout 3h -run 'Soak|Determinism' -v $(PKGS) | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+soak)' || true
+soak: ## long runs by hand: 1M RPCs, 5,000 CLMS fault seeds, 2,000 swarm seeds, 50 determinism seeds
+	SOAK=1 $(GO) test -count=1 -timeout 3h -run 'Soak|Determinism|CLMS|Swarm' $(PKGS)
+	$(GO) run ./cmd/clusterlab swarm --seeds 2000 --jobs 2
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck and the core-purity rule
@@ -54,12 +55,16 @@ bench: ## benchmarks, each reported as a ratio to a baseline measured in the sam
 	$(GO) run ./internal/benchreport < bench.out
 
 .PHONY: fuzz
-fuzz: ## run every fuzz target for FUZZTIME (default 1m) each
-	@targets=$$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r dirname | sort -u); \
-	  if [ -z "$$targets" ]; then echo "make fuzz: no fuzz targets yet"; exit 0; fi; \
-	  for d in $$targets; do \
+fuzz: ## run every fuzz target for FUZZTIME (default 1m) each, and keep the corpus in testdata/
+	@cache=$$($(GO) env GOCACHE)/fuzz; mod=$$($(GO) list -m); \
+	  for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
+	    pkg=$$mod/$${d#./}; \
 	    for f in $$(grep -h '^func Fuzz' $$d/*_test.go | sed -E 's/^func (Fuzz[A-Za-z0-9_]*).*/\1/'); do \
-	      echo "== $$d $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d; \
+	      echo "== $$d $$f ($(FUZZTIME))"; \
+	      $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d; \
+	      if [ -d "$$cache/$$pkg/$$f" ]; then \
+	        mkdir -p $$d/testdata/fuzz/$$f && cp -n "$$cache/$$pkg/$$f"/* $$d/testdata/fuzz/$$f/ 2>/dev/null || true; \
+	      fi; \
 	    done; \
 	  done
 

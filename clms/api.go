@@ -42,24 +42,34 @@ func (s *Service) KeyService(name string, start, stop func()) error {
 func (s *Service) KeyServiceHolder(name string) node.ID { return s.keyHolders[name] }
 
 func (s *Service) placeKeyServices(num uint64) {
+	me := s.nodes[s.self]
+	current := me != nil && me.inc == s.inc && me.state == StateUp && !s.departed
 	for _, name := range s.cfg.KeyServices {
 		var holder node.ID
 		if len(s.view) > 0 {
 			holder = s.view[0]
 		}
-		old := s.keyHolders[name]
-		if holder == old {
-			continue
+		if old := s.keyHolders[name]; holder != old {
+			s.keyHolders[name] = holder
+			s.obs(Event{Kind: EvKeyService, Node: s.self, Name: name, Holder: holder, Num: num})
 		}
-		s.keyHolders[name] = holder
+		// Run it here only if the holder is this very incarnation: a node
+		// replaying an old history after a restart sees its previous
+		// incarnation as the holder, which is not itself.
+		should := holder == s.self && current
 		f := s.keyFuncs[name]
-		if old == s.self && f.stop != nil {
-			f.stop()
+		switch {
+		case should && !s.keyRunning[name]:
+			s.keyRunning[name] = true
+			if f.start != nil {
+				f.start()
+			}
+		case !should && s.keyRunning[name]:
+			s.keyRunning[name] = false
+			if f.stop != nil {
+				f.stop()
+			}
 		}
-		if holder == s.self && f.start != nil {
-			f.start()
-		}
-		s.obs(Event{Kind: EvKeyService, Node: s.self, Name: name, Holder: holder, Num: num})
 	}
 }
 
@@ -80,7 +90,7 @@ func (s *Service) Leave() {
 	}
 	s.heartbeat()
 	if s.m != nil {
-		s.masterStep()
+		s.masterStep(s.self, false)
 	}
 }
 

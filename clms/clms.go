@@ -73,6 +73,9 @@ type Service struct {
 	notifyDue  bool
 	subsystems []Subsystem
 	keyHolders map[string]node.ID
+	keyRunning map[string]bool
+	cleaning   map[node.ID]bool // nodes in KCLEANUP or UCLEANUP
+	pushDue    bool
 	keyFuncs   map[string]keyFuncs
 }
 
@@ -167,11 +170,12 @@ func New(env node.Env, ep *ics.Endpoint, cfg Config, obs func(Event)) (*Service,
 	s := &Service{
 		env: env, ep: ep, cfg: cfg, self: env.Self(), inc: ep.Incarnation(),
 		nodes: map[node.ID]*nodeRec{}, obs: obs,
-		keyHolders: map[string]node.ID{}, keyFuncs: map[string]keyFuncs{},
+		keyHolders: map[string]node.ID{}, keyFuncs: map[string]keyFuncs{}, keyRunning: map[string]bool{}, cleaning: map[node.ID]bool{},
 	}
 	if s.obs == nil {
 		s.obs = func(Event) {}
 	}
+	s.refusedLogAt = -1 << 62 // the first refusal is always logged
 	s.cand = slices.Contains(cfg.Candidates, s.self)
 	if s.cand {
 		l, err := openRaftLog(env.Storage(), cfg.Candidates)
@@ -247,6 +251,9 @@ func (s *Service) tick() {
 		s.rn.Tick()
 		s.ready()
 	}
+	if s.leader {
+		s.leasePing()
+	}
 	if s.m != nil {
 		if starved {
 			// Resuming from a pause (or a starved process): what we did
@@ -265,15 +272,15 @@ func (s *Service) regrace(now time.Duration) {
 	for _, h := range s.m.heard {
 		h.at = max(h.at, now)
 	}
-	for id, sp := range s.m.suspects {
-		if sp.timer != nil {
+	for _, id := range sortedKeys(s.m.suspects) { // sorted: stopping timers must replay alike
+		if sp := s.m.suspects[id]; sp.timer != nil {
 			sp.timer.Stop()
 		}
 		delete(s.m.suspects, id)
 	}
-	for id := range s.voterSeen {
-		s.voterSeen[id] = max(s.voterSeen[id], now-s.cfg.ElectionTimeout/2)
-	}
+	// The lease is not re-granted: the voters' answers from before the
+	// pause say nothing about now, so the master proposes nothing until
+	// they answer again.
 }
 
 // send sends a CLMS message to peer as an ICS datagram.
@@ -337,10 +344,6 @@ func (s *Service) stepRaft(from node.ID, b []byte) {
 		if m.GetTerm() >= s.term {
 			s.leaderMsgAt = s.now()
 		}
-	case pb.MessageType_MsgHeartbeatResp, pb.MessageType_MsgAppResp:
-		if s.leader && m.GetTerm() == s.term {
-			s.voterSeen[from] = s.now()
-		}
 	}
 	if err := s.rn.Step(m); err != nil {
 		return
@@ -380,6 +383,17 @@ func (s *Service) ready() {
 		s.rn.Advance(rd)
 		s.afterRaft()
 	}
+	if s.pushDue && s.m != nil {
+		s.pushDue = false
+		s.pushAll()
+		// What just committed may let other transitions go at once.
+		for _, id := range sortedKeys(s.m.heard) {
+			if r := s.nodes[id]; r != nil && (r.state == StateComingUp || r.state == StateShutdown) {
+				s.masterStep(id, false)
+			}
+		}
+		s.masterStep(s.self, true)
+	}
 	s.flushNotify()
 }
 
@@ -401,6 +415,17 @@ func (s *Service) afterRaft() {
 	case !isLeader && s.leader:
 		s.leader = false
 		s.stepDown()
+	}
+}
+
+// leasePing asks every other candidate to confirm this master's term; the
+// ping carries its send time, which the answer echoes.
+func (s *Service) leasePing() {
+	now := uint64(s.now())
+	for _, c := range s.cfg.Candidates {
+		if c != s.self {
+			s.send(c, &message{kind: mLease, nonce: now, epoch: s.term})
+		}
 	}
 }
 
@@ -453,7 +478,7 @@ func (s *Service) applyEntry(e *pb.Entry) {
 	s.apply(t, e.GetIndex())
 	if s.m != nil {
 		delete(s.m.pending, t.Node)
-		s.pushAll()
+		s.pushDue = true // once per batch of commits, not per entry
 	}
 }
 
@@ -480,6 +505,11 @@ func (s *Service) apply(t Transition, index uint64) {
 	s.hist = append(s.hist, t)
 	wasIn := r.state.InView()
 	r.state, r.inc, r.num = t.To, t.Inc, t.Num
+	if t.To == StateKCleanup || t.To == StateUCleanup {
+		s.cleaning[t.Node] = true
+	} else {
+		delete(s.cleaning, t.Node)
+	}
 	if wasIn != r.state.InView() {
 		s.view = s.view[:0]
 		for id, x := range s.nodes {
@@ -583,6 +613,7 @@ func (s *Service) evicted() {
 	s.inc = s.ep.Reincarnate()
 	s.joinedOnce = false
 	s.qBeaconAt = -1 << 62
+	s.placeKeyServices(uint64(len(s.hist))) // this incarnation holds nothing
 	s.updateQuorate()
 }
 
@@ -591,9 +622,12 @@ func (s *Service) depart() {
 		return
 	}
 	s.departed = true
+	s.stepDown()
+	s.masterID = 0
 	s.quorate = false
 	s.obs(Event{Kind: EvQuorate, Node: s.self, Quorate: false})
 	s.obs(Event{Kind: EvDeparted, Node: s.self, Inc: s.inc})
+	s.placeKeyServices(uint64(len(s.hist)))
 	if s.tickTimer != nil {
 		s.tickTimer.Stop()
 	}
@@ -647,6 +681,19 @@ func (s *Service) datagram(from node.ID, inc uint64, b []byte) {
 		s.pendingProbes(from, m)
 	case mPing:
 		s.send(from, &message{kind: mPong, nonce: m.nonce})
+	case mLease:
+		if s.cand && slices.Contains(s.cfg.Candidates, from) {
+			s.send(from, &message{kind: mLeaseAck, nonce: m.nonce, epoch: s.term})
+		}
+	case mLeaseAck:
+		// An answer proves the voter was with this master's term when the
+		// ping it answers was sent, not when the answer arrives: a burst
+		// of answers held up by a pause must not renew the lease.
+		if s.leader && m.epoch == s.term && slices.Contains(s.cfg.Candidates, from) {
+			if sent := time.Duration(m.nonce); sent <= s.now() && sent > s.voterSeen[from] {
+				s.voterSeen[from] = sent
+			}
+		}
 	case mPong:
 		s.onPong(from, inc, m.nonce)
 	case mProbeAck:

@@ -25,6 +25,8 @@ const (
 	mProbeAck                  // helper -> master: target answered
 	mRaft                      // candidate <-> candidate: a consensus message
 	mRefused                   // master -> joiner: not allowed
+	mLease                     // master -> candidate: still there? (nonce: send time)
+	mLeaseAck                  // candidate -> master: yes (nonce echoed, epoch: its term)
 	numKinds
 )
 
@@ -125,6 +127,9 @@ func encode(b []byte, m *message) []byte {
 		b = binary.BigEndian.AppendUint64(b, m.nonce)
 	case mPing, mPong:
 		b = binary.BigEndian.AppendUint64(b, m.nonce)
+	case mLease, mLeaseAck:
+		b = binary.BigEndian.AppendUint64(b, m.nonce)
+		b = binary.BigEndian.AppendUint64(b, m.epoch)
 	case mRaft:
 		b = append(b, m.raft...)
 	case mRefused:
@@ -215,6 +220,12 @@ func decode(p []byte) (message, error) {
 			return m, err
 		}
 		m.nonce = binary.BigEndian.Uint64(p)
+	case mLease, mLeaseAck:
+		if err := need(16); err != nil {
+			return m, err
+		}
+		m.nonce = binary.BigEndian.Uint64(p)
+		m.epoch = binary.BigEndian.Uint64(p[8:])
 	case mRaft:
 		if len(p) == 0 {
 			return m, fmt.Errorf("%w: empty raft message", errDecode)

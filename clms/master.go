@@ -27,6 +27,7 @@ func (s *Service) becomeMaster() {
 		}
 	}
 	s.masterID, s.masterEpoch, s.beaconAt = s.self, s.term, now
+	s.leasePing() // a new master holds no lease until the voters answer
 	s.obs(Event{Kind: EvMaster, Node: s.self, Epoch: s.term})
 	s.logf("n%d is master of epoch %d", s.self, s.term)
 }
@@ -44,12 +45,17 @@ func (s *Service) stepDown() {
 	if s.m == nil {
 		return
 	}
-	for _, sp := range s.m.suspects {
-		if sp.timer != nil {
+	for _, id := range sortedKeys(s.m.suspects) { // sorted: stopping timers must replay alike
+		if sp := s.m.suspects[id]; sp.timer != nil {
 			sp.timer.Stop()
 		}
 	}
 	s.m = nil
+	if s.masterID == s.self {
+		// Not master any more: find the new one from its beacons (or by
+		// asking every candidate) rather than talking to ourselves.
+		s.masterID, s.beaconAt = 0, -1<<62
+	}
 }
 
 // propose puts a transition to the candidates, if this node may: it must
@@ -100,13 +106,7 @@ func (s *Service) masterDuties() {
 		r := s.nodes[id]
 		h := m.heard[id]
 		if id == s.self {
-			h = &heard{at: now, inc: s.inc, applied: uint64(len(s.hist)), cleaned: s.cleaned}
-			if s.leaving {
-				h.flags = flagLeave
-				if s.leaveReady {
-					h.flags |= flagLeaveReady
-				}
-			}
+			h = s.selfHeard()
 		}
 		switch r.state {
 		case StateComingUp:
@@ -200,9 +200,8 @@ func (s *Service) suspect(id node.ID, inc uint64) {
 		s.probes = map[uint64]probeWait{}
 	}
 	// Confirm we are still master (as raft's ReadIndex does): voters
-	// must answer after the suspicion began.
-	s.rn.Tick()
-	s.ready()
+	// must answer a ping sent after the suspicion began.
+	s.leasePing()
 	wait := s.cfg.Heartbeat + s.cfg.Heartbeat/2
 	sp.timer = s.env.Clock().AfterFunc(wait, func() { s.verdict(id, sp) })
 }
@@ -248,6 +247,9 @@ func (s *Service) onHeartbeat(from node.ID, inc uint64, hb *message) {
 	if s.m == nil {
 		return
 	}
+	if len(s.cfg.Allowed) > 0 && !slices.Contains(s.cfg.Allowed, from) {
+		return // refused at its join; it gets nothing, not even the history
+	}
 	h := s.m.heard[from]
 	if h == nil {
 		h = &heard{}
@@ -256,44 +258,70 @@ func (s *Service) onHeartbeat(from node.ID, inc uint64, hb *message) {
 	if inc < h.inc {
 		return
 	}
+	moved := hb.cleaned > h.cleaned || inc != h.inc
 	h.at, h.inc, h.applied, h.cleaned, h.flags = s.now(), inc, hb.applied, hb.cleaned, hb.flags
 	if sp := s.m.suspects[from]; sp != nil {
 		if r := s.nodes[from]; r != nil && r.inc == inc {
 			s.cleared(from)
 		}
 	}
-	if from != s.self {
-		s.push(from, inc, hb.applied+1)
+	if from != s.self && hb.applied < uint64(len(s.hist)) {
+		s.push(from, inc, hb.applied+1) // behind: send what it lacks now
 	}
-	s.masterStep()
+	s.masterStep(from, moved)
 }
 
-// masterStep moves things along at once after news, rather than at the
-// next tick: leaves and cleanups then take a round trip, not a heartbeat.
-func (s *Service) masterStep() {
+// masterStep moves node id along at once after news from it, rather than
+// at the next tick: leaves and cleanups then take a round trip, not a
+// heartbeat. It looks at id itself and, when id reported cleanup
+// progress, at the nodes being cleaned up after: never at every node,
+// which would make each heartbeat cost O(n).
+func (s *Service) masterStep(id node.ID, cleanedMoved bool) {
 	if s.m == nil || s.inStep {
 		return
 	}
 	s.inStep = true
 	defer func() { s.inStep = false }()
-	for _, id := range s.sortedNodes() {
-		r := s.nodes[id]
+	if r := s.nodes[id]; r != nil {
 		h := s.m.heard[id]
+		if id == s.self {
+			h = s.selfHeard()
+		}
 		switch {
-		case r.state == StateComingUp && h != nil && h.inc == r.inc && h.applied >= r.num:
+		case h == nil || h.inc != r.inc:
+		case r.state == StateComingUp && h.applied >= r.num:
 			s.propose(id, r.inc, StateComingUp, StateUp, CauseJoin)
-		case r.state == StateUp && h != nil && h.inc == r.inc && h.flags&flagLeave != 0:
+		case r.state == StateUp && h.flags&flagLeave != 0:
 			s.propose(id, r.inc, StateUp, StateShutdown, CauseLeave)
-		case r.state == StateShutdown && h != nil && h.inc == r.inc && h.flags&flagLeaveReady != 0 && h.applied >= r.num:
+		case r.state == StateShutdown && h.flags&flagLeaveReady != 0 && h.applied >= r.num:
 			s.propose(id, r.inc, StateShutdown, StateKCleanup, CauseLeave)
-		case (r.state == StateKCleanup || r.state == StateUCleanup) && s.cleanedEverywhere(id, r.num):
+		}
+	}
+	if !cleanedMoved {
+		return
+	}
+	for _, c := range sortedKeys(s.cleaning) {
+		r := s.nodes[c]
+		if s.cleanedEverywhere(c, r.num) {
 			next := StateUCleanup
 			if r.state == StateUCleanup {
 				next = StateDown
 			}
-			s.propose(id, r.inc, r.state, next, CauseCleanup)
+			s.propose(c, r.inc, r.state, next, CauseCleanup)
 		}
 	}
+}
+
+// selfHeard is the master's own entry, as its heartbeat would say.
+func (s *Service) selfHeard() *heard {
+	h := &heard{at: s.now(), inc: s.inc, applied: uint64(len(s.hist)), cleaned: s.cleaned}
+	if s.leaving {
+		h.flags = flagLeave
+		if s.leaveReady {
+			h.flags |= flagLeaveReady
+		}
+	}
+	return h
 }
 
 func (s *Service) onJoin(from node.ID, inc uint64) {

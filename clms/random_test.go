@@ -1,10 +1,14 @@
 package clms_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"testing"
 	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
 
 	"github.com/clusterinfra/ci/clms"
 	"github.com/clusterinfra/ci/ics"
@@ -18,7 +22,7 @@ import (
 // randomRun runs a cluster through random faults for a while (the safety
 // phase), then heals everything and requires convergence (the liveness
 // phase), with the invariant checker watching every event.
-func randomRun(t *testing.T, seed uint64) {
+func randomRun(t tb, seed uint64) {
 	kr, _ := wire.NewKeyring(1, []byte("0123456789abcdef0123456789abcdef"))
 	fr := rand.New(rand.NewPCG(seed, 3))
 	n := 3 + fr.IntN(5)
@@ -39,7 +43,7 @@ func randomRun(t *testing.T, seed uint64) {
 		cfgN := cfg
 		cfgN.Observe = func(e clms.Event) { ck.Event(w.Now(), w.BootCount(e.Node), e) }
 		if err := w.AddNode(id, stack.Factory(cfgN)); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v", err)
 		}
 		_ = w.Boot(id)
 	}
@@ -94,7 +98,7 @@ func randomRun(t *testing.T, seed uint64) {
 		_ = w.RunFor(time.Duration(50+fr.IntN(1500)) * time.Millisecond)
 	}
 	if v := ck.Violation(); v != nil {
-		t.Fatalf("seed %d: %v (replay: go test ./clms -run TestRandomFaults/seed=%d)", seed, v, seed)
+		t.Fatalf("seed %d: %v (replay: go test ./clms -ginkgo.focus='seed %d\\)')", seed, v, seed)
 	}
 	w.Heal()
 	for _, id := range c.ids {
@@ -107,21 +111,22 @@ func randomRun(t *testing.T, seed uint64) {
 	}
 }
 
-func TestRandomFaults(t *testing.T) {
+func TestCLMS(t *testing.T) {
+	gomega.RegisterFailHandler(Fail)
+	RunSpecs(t, "clms")
+}
+
+// The always-on invariants hold across random faults, and after healing
+// every live node converges to the same view: 50 seeds in make test,
+// 5,000 in make soak.
+var _ = Describe("CLMS under random faults", func() {
 	seeds := 50
 	if os.Getenv("SOAK") != "" {
 		seeds = 5000
 	}
 	for seed := 1; seed <= seeds; seed++ {
-		t.Run("seed="+itoa(seed), func(t *testing.T) { randomRun(t, uint64(seed)) })
+		It(fmt.Sprintf("keeps every invariant and converges after healing (seed %d)", seed), func() {
+			randomRun(GinkgoT(), uint64(seed))
+		})
 	}
-}
-
-func itoa(i int) string {
-	b := []byte{}
-	for i > 0 || len(b) == 0 {
-		b = append([]byte{byte('0' + i%10)}, b...)
-		i /= 10
-	}
-	return string(b)
-}
+})

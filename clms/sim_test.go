@@ -14,17 +14,24 @@ import (
 	"github.com/clusterinfra/ci/sim"
 )
 
+// tb is what the cluster helpers need of a test: testing.T and GinkgoT()
+// both have it.
+type tb interface {
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+}
+
 type simCluster struct {
-	t      testing.TB
+	t      tb
 	w      *sim.World
 	ids    []node.ID
 	events []clms.Event
 }
 
-func newSimCluster(t testing.TB, seed uint64, n int, cands []node.ID) *simCluster {
+func newSimCluster(t tb, seed uint64, n int, cands []node.ID) *simCluster {
 	kr, err := wire.NewKeyring(1, []byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	c := &simCluster{t: t, w: sim.New(sim.Config{Seed: seed, Link: sim.Link{Latency: time.Millisecond}})}
 	cfg := stack.Config{
@@ -36,7 +43,7 @@ func newSimCluster(t testing.TB, seed uint64, n int, cands []node.ID) *simCluste
 		id := node.ID(i)
 		c.ids = append(c.ids, id)
 		if err := c.w.AddNode(id, stack.Factory(cfg)); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v", err)
 		}
 	}
 	return c
@@ -101,7 +108,7 @@ func TestFormAndMasterCrash(t *testing.T) {
 	t.Logf("formed in %v", took)
 	m := c.svc(1).Master()
 	if err := c.w.Crash(m); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	took = c.waitConverged(5 * time.Second)
 	t.Logf("master n%d crash: converged in %v", m, took)
