@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, dir, name, body string) string {
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const passing = `name: ok
+nodes: 3
+steps:
+  - boot: all
+  - wait: converged
+    timeout: 5s
+  - expect: {members: all}
+`
+
+const failing = `name: wrong
+nodes: 3
+steps:
+  - boot: all
+  - wait: converged
+    timeout: 5s
+  - expect:
+      members: [1, 2]
+`
+
+func clusterlab(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	ok := write(t, dir, "ok.yaml", passing)
+	bad := write(t, dir, "wrong.yaml", failing)
+	if code, out, _ := clusterlab("sim", ok); code != 0 || !strings.Contains(out, "1 passed, 0 failed") || !strings.Contains(out, "trace=") {
+		t.Fatalf("passing: exit %d\n%s", code, out)
+	}
+	code, out, _ := clusterlab("sim", "--seed", "5", bad)
+	if code != 1 {
+		t.Fatalf("failing: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{"scenario: wrong", "seed:     5", "step:     3 (line 7)", "expected: members (line 8):", "seen:", "replay:   go run ./cmd/clusterlab sim --seed 5"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("failure output lacks %q:\n%s", want, out)
+		}
+	}
+	if code, _, _ := clusterlab("check", ok, bad); code != 0 {
+		t.Fatalf("check of valid files: exit %d", code)
+	}
+	if code, _, errs := clusterlab("netns", ok); code != 3 || !strings.Contains(errs, "not landed") {
+		t.Fatalf("netns: exit %d %s", code, errs)
+	}
+	if code, _, _ := clusterlab("sim", "--runs", "0", ok); code != 2 {
+		t.Fatalf("--runs 0: exit %d", code)
+	}
+	if code, _, _ := clusterlab("bogus"); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+}
+
+func TestInvalidFilesExit2WithPositions(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]struct{ body, want string }{
+		"duration.yaml":  {"name: a\nnodes: 3\nsteps:\n  - sleep: 5 parsecs\n", "duration.yaml:4:"},
+		"unknown.yaml":   {"name: a\nnodes: 3\nbogus: 1\nsteps:\n  - boot: all\n", "unknown.yaml:3:1:"},
+		"node.yaml":      {"name: a\nnodes: 5\nsteps:\n  - crash: 9\n", "node.yaml:4:"},
+		"partition.yaml": {"name: a\nnodes: 3\nsteps:\n  - partition: [[1], [2]]\n", "partition.yaml:4:"},
+		"yaml.yaml":      {"name: a\nnodes: [1, 2, 3}\nsteps:\n  - boot: all\n", "yaml.yaml:2:"},
+	}
+	var files []string
+	for name, c := range cases {
+		files = append(files, write(t, dir, name, c.body))
+	}
+	code, out, errs := clusterlab(append([]string{"sim"}, files...)...)
+	if code != 2 {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	if out != "" {
+		t.Fatalf("something ran:\n%s", out)
+	}
+	for _, c := range cases {
+		if !strings.Contains(errs, c.want) {
+			t.Errorf("errors lack %q:\n%s", c.want, errs)
+		}
+	}
+}
+
+func TestReport(t *testing.T) {
+	dir := t.TempDir()
+	ok := write(t, dir, "ok.yaml", passing)
+	rep := filepath.Join(dir, "r.json")
+	tr := filepath.Join(dir, "traces")
+	if code, out, errs := clusterlab("sim", "--runs", "2", "--report", rep, "--trace", tr, ok); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	var r struct {
+		Scenarios []map[string]any `json:"scenarios"`
+	}
+	b, err := os.ReadFile(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Scenarios) != 2 {
+		t.Fatalf("%d runs in the report", len(r.Scenarios))
+	}
+	for _, k := range []string{"name", "file", "seed", "backend", "passed", "failure", "trace_digest", "sim_seconds", "wall_seconds", "events", "transitions", "nodedowns", "false_nodedowns"} {
+		if _, ok := r.Scenarios[0][k]; !ok {
+			t.Errorf("report lacks %q", k)
+		}
+	}
+	if r.Scenarios[0]["seed"].(float64) != 1 || r.Scenarios[1]["seed"].(float64) != 2 {
+		t.Errorf("seeds %v %v, want 1 and 2", r.Scenarios[0]["seed"], r.Scenarios[1]["seed"])
+	}
+	traces, _ := filepath.Glob(filepath.Join(tr, "*.trace"))
+	if len(traces) != 2 {
+		t.Errorf("%d trace files", len(traces))
+	}
+}
+
+func TestShrinkCommand(t *testing.T) {
+	dir := t.TempDir()
+	bad := write(t, dir, "wrong.yaml", failing)
+	code, out, errs := clusterlab("shrink", bad)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "wrong.min.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := clusterlab("sim", filepath.Join(dir, "wrong.min.yaml")); code != 1 {
+		t.Fatalf("the shrunk scenario does not fail: exit %d", code)
+	}
+}
+
+func TestHTMLTimeline(t *testing.T) {
+	dir := t.TempDir()
+	bad := write(t, dir, "wrong.yaml", failing)
+	page := filepath.Join(dir, "run.html")
+	if code, out, errs := clusterlab("sim", "--html", page, bad); code != 1 {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(b)
+	for _, want := range []string{"<svg", ">n1<", ">n2<", ">n3<", "quorate", "master of epoch", "NEVERUP-&gt;COMINGUP", "Failure at step 3", "FAILED"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if strings.Contains(html, "http://") && !strings.Contains(html, "http://www.w3.org/2000/svg") {
+		t.Error("the page is not self-contained")
+	}
+}
