@@ -608,7 +608,7 @@ func (s *Service) jobDone(j *cleanupJob, num uint64) {
 // evicted: the cluster declared this incarnation down while it runs.
 // Eviction is not exile: it rejoins as a new incarnation.
 func (s *Service) evicted() {
-	s.logf("n%d:%d was declared down; rejoining as a new incarnation", s.self, s.inc)
+	s.logf("n%d:%s was declared down; rejoining as a new incarnation", s.self, IncString(s.inc))
 	s.obs(Event{Kind: EvEvicted, Node: s.self, Inc: s.inc})
 	s.inc = s.ep.Reincarnate()
 	s.joinedOnce = false

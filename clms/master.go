@@ -225,7 +225,7 @@ func (s *Service) verdict(id node.ID, sp *suspicion) {
 		return
 	}
 	delete(s.m.suspects, id)
-	s.logf("n%d declares n%d:%d down", s.self, id, r.inc)
+	s.logf("n%d declares n%d:%s down", s.self, id, IncString(r.inc))
 	s.propose(id, r.inc, r.state, StateKCleanup, CauseNodedown)
 }
 

@@ -101,8 +101,13 @@ type Transition struct {
 }
 
 func (t Transition) String() string {
-	return fmt.Sprintf("#%d n%d:%d %s->%s (%s) by n%d@%d", t.Num, t.Node, t.Inc, t.From, t.To, t.Cause, t.Master, t.Epoch)
+	return fmt.Sprintf("#%d n%d:%s %s->%s (%s) by n%d@%d", t.Num, t.Node, IncString(t.Inc), t.From, t.To, t.Cause, t.Master, t.Epoch)
 }
+
+// IncString writes an incarnation as boot.rejoins ("2.0" is the second
+// boot; "1.1" the first boot after one rejoin), which is how the
+// incarnation number is made.
+func IncString(inc uint64) string { return fmt.Sprintf("%d.%d", inc>>20, inc&(1<<20-1)) }
 
 // Simple reports whether t takes a node into or out of the view: the
 // transitions libcluster's cluster_transition reports and the scenario
