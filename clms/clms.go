@@ -806,7 +806,10 @@ func (s *Service) onBeacon(from node.ID, m *message) {
 		s.beaconInc, s.beaconState = m.yourInc, m.yourState
 		// The master does not list this incarnation as live: it was
 		// declared down while we ran (paused, cut off). Rejoin.
-		if m.yourInc == s.inc && !m.yourState.live() && s.joinedOnce && !s.leaving {
+		// (Also when this incarnation was taken out before it ever got
+		// UP: a join with an incarnation the history already has is never
+		// admitted again.)
+		if m.yourInc == s.inc && (m.yourState == StateKCleanup || m.yourState == StateUCleanup || m.yourState == StateDown) && !s.leaving {
 			s.evicted()
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/clusterinfra/ci/ics/wire"
+	"github.com/clusterinfra/ci/node"
 )
 
 // Channel is one of the fixed set of channels between every pair of
@@ -86,6 +87,19 @@ type Config struct {
 	// Incarnation is the endpoint's first incarnation (default
 	// uint64(env.Boot()) << 20: restarts and rejoins both move it up).
 	Incarnation uint64
+	// OnCall, if set, is told when a call starts and when it completes,
+	// for checkers outside the node (no call may hang, none may complete
+	// twice).
+	OnCall func(CallEvent)
+}
+
+// CallEvent reports a call starting or completing.
+type CallEvent struct {
+	Done    bool // false: started; true: completed (Err says how)
+	ID      uint64
+	Peer    node.ID
+	PeerInc uint64 // the incarnation it was sent to, 0 if not yet known
+	Err     error
 }
 
 func (c *Config) fill() error {

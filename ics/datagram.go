@@ -2,6 +2,7 @@ package ics
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/clusterinfra/ci/ics/wire"
 	"github.com/clusterinfra/ci/node"
@@ -25,9 +26,11 @@ const MaxDatagram = node.MaxDatagram - wire.Overhead
 type DatagramFunc func(from node.ID, inc uint64, payload []byte)
 
 type dgramPeer struct {
-	seq    uint64
-	inc    uint64 // newest incarnation seen sending datagrams
-	window wire.ReplayWindow
+	seq      uint64
+	inc      uint64 // newest incarnation seen sending datagrams
+	window   wire.ReplayWindow
+	noticeAt time.Duration // last incarnation notice sent to it
+	noticed  bool
 }
 
 // HandleDatagrams sets the receiver of datagrams.
@@ -47,8 +50,10 @@ func (e *Endpoint) SendDatagram(id node.ID, path int, payload []byte) error {
 	}
 	dp := e.dgram(id)
 	dp.seq++
-	var toInc uint64
-	if p := e.peers[id]; p != nil {
+	// The newest incarnation known from either side: a peer that restarted
+	// and only sends datagrams must not be addressed as its old self.
+	toInc := dp.inc
+	if p := e.peers[id]; p != nil && p.inc > toInc {
 		toInc = p.inc
 	}
 	h := wire.Header{From: e.self, To: id, FromBoot: node.Boot(e.inc), ToBoot: node.Boot(toInc), Seq: dp.seq}
@@ -69,8 +74,22 @@ func (e *Endpoint) dgram(id node.ID) *dgramPeer {
 	return dp
 }
 
+// notice sends peer an incarnation notice: an empty frame with seq 0.
+func (e *Endpoint) notice(peer node.ID, path int) {
+	dp := e.dgram(peer)
+	now := e.env.Clock().Now()
+	if dp.noticed && now-dp.noticeAt < 100*time.Millisecond {
+		return
+	}
+	dp.noticed, dp.noticeAt = true, now
+	h := wire.Header{From: e.self, To: peer, FromBoot: node.Boot(e.inc), Seq: 0}
+	if f, err := wire.Seal(nil, e.cfg.Keyring, h, nil); err == nil {
+		_ = e.env.Net().SendDatagram(peer, path, f)
+	}
+}
+
 // Datagram is the node's Datagram, for ICS datagrams.
-func (e *Endpoint) Datagram(from node.ID, _ int, frame []byte) {
+func (e *Endpoint) Datagram(from node.ID, path int, frame []byte) {
 	if e.closed {
 		return
 	}
@@ -86,8 +105,20 @@ func (e *Endpoint) Datagram(from node.ID, _ int, frame []byte) {
 	case h.To != e.self:
 		e.drop("dgram-not-for-me")
 		return
+	case h.Seq == 0 && len(payload) == 0:
+		// An incarnation notice: the peer tells us which incarnation it
+		// is, because we addressed an older one.
+		if dp := e.dgram(from); uint64(h.FromBoot) > dp.inc {
+			dp.inc = uint64(h.FromBoot)
+			dp.window.Reset()
+		}
+		return
 	case h.ToBoot != 0 && uint64(h.ToBoot) != e.inc:
+		// Meant for an older incarnation of ours: drop it, and tell the
+		// sender who we are now (at most every 100ms), or a peer that
+		// only sends datagrams would keep addressing our past.
 		e.drop("dgram-stale-incarnation")
+		e.notice(from, path)
 		return
 	}
 	// A node declared down may still send datagrams: that is how it
@@ -111,6 +142,11 @@ func (e *Endpoint) Datagram(from node.ID, _ int, frame []byte) {
 	if !dp.window.Accept(h.Seq) {
 		e.drop("dgram-replay")
 		return
+	}
+	// A newer incarnation proves the old one gone: streams and calls bound
+	// to it end now, as when a stream hello shows it.
+	if p := e.peers[from]; p != nil && p.inc != 0 && inc > p.inc && inc > p.downInc {
+		e.learn(p, inc)
 	}
 	if e.onDgram != nil {
 		e.onDgram(from, inc, payload)

@@ -166,6 +166,9 @@ func (e *Endpoint) Call(id node.ID, svc string, payload []byte, opts CallOpts, d
 	}
 	p.calls[c.id] = c
 	e.stats.CallsStarted++
+	if e.cfg.OnCall != nil {
+		e.cfg.OnCall(CallEvent{ID: c.id, Peer: p.id, PeerInc: c.inc})
+	}
 	if opts.Timeout > 0 {
 		c.timer = e.env.Clock().AfterFunc(opts.Timeout, func() {
 			c.timer = nil
@@ -214,6 +217,9 @@ func (c *Call) finish(resp []byte, err error) {
 	}
 	delete(c.p.calls, c.id)
 	c.e.stats.CallsDone++
+	if c.e.cfg.OnCall != nil {
+		c.e.cfg.OnCall(CallEvent{Done: true, ID: c.id, Peer: c.p.id, PeerInc: c.inc, Err: err})
+	}
 	c.done(resp, err)
 }
 

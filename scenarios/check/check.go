@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/clusterinfra/ci/clms"
+	"github.com/clusterinfra/ci/ics"
 	"github.com/clusterinfra/ci/node"
 )
 
@@ -50,6 +51,17 @@ type proc struct {
 	boot node.Boot
 }
 
+type callKey struct {
+	p  proc
+	id uint64
+}
+
+type openCall struct {
+	peer node.ID
+	inc  uint64
+	at   time.Duration
+}
+
 type applied struct {
 	t     clms.Transition
 	view  []node.ID
@@ -65,6 +77,7 @@ type Checker struct {
 	persisted map[node.ID]uint64  // the highest index each candidate synced
 	masters   map[uint64]node.ID  // epoch -> master
 	cleaned   map[node.ID]map[uint64]bool
+	calls     map[callKey]openCall
 	viol      *Violation
 	count     int
 }
@@ -74,6 +87,7 @@ func New(candidates []node.ID) *Checker {
 	return &Checker{
 		cands: slices.Clone(candidates), first: map[uint64]*applied{}, last: map[proc]uint64{},
 		persisted: map[node.ID]uint64{}, masters: map[uint64]node.ID{}, cleaned: map[node.ID]map[uint64]bool{},
+		calls: map[callKey]openCall{},
 	}
 }
 
@@ -138,7 +152,50 @@ func (c *Checker) Event(at time.Duration, boot node.Boot, e clms.Event) {
 			c.cleaned[e.Node] = map[uint64]bool{}
 		}
 		c.cleaned[e.Node][e.Num] = true
+		// 5: the node finished its cleanup for Target:Inc, which includes
+		// ICS's nodedown: no call of its to that incarnation may be open.
+		for _, k := range c.openCalls(p) {
+			oc := c.calls[k]
+			// A call made before the callee's incarnation was known (inc 0)
+			// may be bound to a newer incarnation than the one that went
+			// down; only calls known to target it or an older one count.
+			if oc.peer == e.Target && oc.inc != 0 && oc.inc <= e.Inc {
+				c.fail(5, at, e.Num, []node.ID{e.Node, e.Target}, "n%d finished its cleanup for n%d:%s (#%d) with call %d to it, made at %.3fs, still outstanding", e.Node, e.Target, clms.IncString(e.Inc), e.Num, k.id, oc.at.Seconds())
+				return
+			}
+		}
 	}
+}
+
+// Call checks one ICS call event of the process (node, boot): every call
+// completes exactly once, and none outlives the nodedown of its callee.
+func (c *Checker) Call(at time.Duration, n node.ID, boot node.Boot, e ics.CallEvent) {
+	if c.viol != nil {
+		return
+	}
+	c.count++
+	k := callKey{proc{n, boot}, e.ID}
+	if !e.Done {
+		c.calls[k] = openCall{peer: e.Peer, inc: e.PeerInc, at: at}
+		return
+	}
+	if _, ok := c.calls[k]; !ok {
+		c.fail(5, at, 0, []node.ID{n, e.Peer}, "call %d from n%d to n%d completed twice, or without having started (%v)", e.ID, n, e.Peer, e.Err)
+		return
+	}
+	delete(c.calls, k)
+}
+
+// openCalls lists the open calls of a process in a stable order.
+func (c *Checker) openCalls(p proc) []callKey {
+	var ks []callKey
+	for k := range c.calls {
+		if k.p == p {
+			ks = append(ks, k)
+		}
+	}
+	slices.SortFunc(ks, func(a, b callKey) int { return int(a.id) - int(b.id) })
+	return ks
 }
 
 func (c *Checker) master(at time.Duration, epoch uint64, n node.ID) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/clusterinfra/ci/clms"
+	"github.com/clusterinfra/ci/ics"
 	"github.com/clusterinfra/ci/node"
 	"github.com/clusterinfra/ci/scenarios/check"
 )
@@ -119,5 +120,32 @@ func TestEachInvariantIsCaught(t *testing.T) {
 				t.Fatalf("caught as invariant %d %q, want invariant %d containing %q", v.Invariant, v.Msg, c.inv, c.msg)
 			}
 		})
+	}
+}
+
+func TestHangingOrDoubleCallIsCaught(t *testing.T) {
+	c := check.New([]node.ID{1, 2, 3})
+	for _, r := range good() {
+		c.Event(r.at, r.boot, r.e)
+	}
+	c.Call(10*time.Millisecond, 1, 1, ics.CallEvent{ID: 7, Peer: 2, PeerInc: 1})
+	c.Call(11*time.Millisecond, 1, 1, ics.CallEvent{ID: 8, Peer: 2, PeerInc: 1})
+	c.Call(12*time.Millisecond, 1, 1, ics.CallEvent{Done: true, ID: 8, Peer: 2, PeerInc: 1})
+	if v := c.Violation(); v != nil {
+		t.Fatal(v)
+	}
+	// n1 finishes its cleanup for n2:1 with call 7 still open.
+	c.Event(20*time.Millisecond, 1, clms.Event{Kind: clms.EvCleanupDone, Node: 1, Num: 5, Target: 2, Inc: 1})
+	v := c.Violation()
+	if v == nil || v.Invariant != 5 || !strings.Contains(v.Msg, "call 7 to it") {
+		t.Fatalf("hanging call: %v", v)
+	}
+
+	c = check.New([]node.ID{1, 2, 3})
+	c.Call(10*time.Millisecond, 1, 1, ics.CallEvent{ID: 7, Peer: 2})
+	c.Call(11*time.Millisecond, 1, 1, ics.CallEvent{Done: true, ID: 7, Peer: 2})
+	c.Call(12*time.Millisecond, 1, 1, ics.CallEvent{Done: true, ID: 7, Peer: 2})
+	if v := c.Violation(); v == nil || v.Invariant != 5 || !strings.Contains(v.Msg, "completed twice") {
+		t.Fatalf("double completion: %v", v)
 	}
 }

@@ -138,7 +138,7 @@ func Run(sc *scenarios.Scenario, o Options) (res *Result) {
 			res.Timeline = &tl
 		}
 	}()
-	b, err := newSimBackend(sc, o.Seed, o.Trace, r.observe)
+	b, err := newSimBackend(sc, o.Seed, o.Trace, r.observe, r.ck.Call)
 	if err != nil {
 		res.InternalError = err.Error()
 		return res

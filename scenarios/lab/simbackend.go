@@ -22,18 +22,42 @@ var labKey = []byte("clusterlab-simulated-cluster-key-0123456789")
 
 // simBackend runs a scenario's cluster in the deterministic simulator.
 type simBackend struct {
-	w     *sim.World
-	sc    *scenarios.Scenario
-	cands []node.ID
-	obs   func(at time.Duration, boot node.Boot, e clms.Event)
+	w      *sim.World
+	sc     *scenarios.Scenario
+	cands  []node.ID
+	obs    func(at time.Duration, boot node.Boot, e clms.Event)
+	onCall func(at time.Duration, n node.ID, boot node.Boot, e ics.CallEvent)
 }
 
-func newSimBackend(sc *scenarios.Scenario, seed uint64, trace io.Writer, obs func(time.Duration, node.Boot, clms.Event)) (*simBackend, error) {
+// labEcho is the service of the lab's background workload.
+var labEcho = ics.NewService[[]byte, []byte]("lab.echo")
+
+// rpcWorkload keeps ICS calls in flight on every node throughout a run,
+// so that the no-hanging-RPC invariant is checked under every fault: each
+// node calls a random member of its view every 25ms.
+func rpcWorkload(n *stack.Node) {
+	_ = labEcho.Serve(n.ICS, func(_ *ics.Request, b []byte) ([]byte, error) { return b, nil })
+	env := n.Env()
+	var tick func()
+	tick = func() {
+		_, view := n.CLMS.Membership()
+		if len(view) > 1 && n.CLMS.Quorate() {
+			peer := view[env.Rand().IntN(len(view))]
+			if peer != env.Self() {
+				_, _ = labEcho.Call(n.ICS, peer, []byte("ping"), ics.CallOpts{}, func([]byte, error) {})
+			}
+		}
+		env.Clock().AfterFunc(25*time.Millisecond, tick)
+	}
+	env.Clock().AfterFunc(25*time.Millisecond, tick)
+}
+
+func newSimBackend(sc *scenarios.Scenario, seed uint64, trace io.Writer, obs func(time.Duration, node.Boot, clms.Event), onCall func(time.Duration, node.ID, node.Boot, ics.CallEvent)) (*simBackend, error) {
 	kr, err := wire.NewKeyring(1, labKey)
 	if err != nil {
 		return nil, err
 	}
-	b := &simBackend{sc: sc, obs: obs}
+	b := &simBackend{sc: sc, obs: obs, onCall: onCall}
 	b.w = sim.New(sim.Config{
 		Seed:  seed,
 		Trace: trace,
@@ -47,7 +71,7 @@ func newSimBackend(sc *scenarios.Scenario, seed uint64, trace io.Writer, obs fun
 		b.cands = append(b.cands, node.ID(m))
 	}
 	cfg := stack.Config{
-		ICS: ics.Config{Keyring: kr},
+		ICS: ics.Config{Keyring: kr, OnCall: nil},
 		CLMS: clms.Config{
 			Candidates:      b.cands,
 			Heartbeat:       sc.Config.Heartbeat,
@@ -56,9 +80,13 @@ func newSimBackend(sc *scenarios.Scenario, seed uint64, trace io.Writer, obs fun
 			KeyServices:     []string{"key"},
 		},
 		Observe: func(e clms.Event) { b.obs(b.w.Now(), b.w.BootCount(e.Node), e) },
+		Setup:   rpcWorkload,
 	}
 	for _, id := range sc.Nodes {
-		if err := b.w.AddNode(node.ID(id), stack.Factory(cfg)); err != nil {
+		id := node.ID(id)
+		c := cfg
+		c.ICS.OnCall = func(e ics.CallEvent) { b.onCall(b.w.Now(), id, b.w.BootCount(id), e) }
+		if err := b.w.AddNode(id, stack.Factory(c)); err != nil {
 			return nil, err
 		}
 	}
