@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/clusterinfra/ci/ics"
 	"github.com/clusterinfra/ci/node"
 )
 
@@ -163,15 +164,18 @@ func (s *Service) Detailed(which Which, num uint64) (Transition, error) {
 
 // Info describes a node (libcluster's clusternode_info).
 type Info struct {
-	Node   node.ID
-	Name   string
-	State  State
-	Inc    uint64
-	Since  uint64 // the transition that put it in State
-	Master bool
+	Node     node.ID
+	Name     string
+	State    State
+	Inc      uint64
+	Since    uint64 // the transition that put it in State
+	Master   bool
+	CPUs     int    // 0: unknown (ask the node: NodeInfoFrom)
+	MemoryMB uint64 // 0: unknown
 }
 
-// NodeInfo describes node n as this node's history has it.
+// NodeInfo describes node n as this node's history has it; CPUs and
+// memory are known here for the local node only (see NodeInfoFrom).
 func (s *Service) NodeInfo(n node.ID) (Info, error) {
 	if !n.Valid() {
 		return Info{}, fmt.Errorf("%w: %d", ErrNoSuchNode, n)
@@ -180,7 +184,45 @@ func (s *Service) NodeInfo(n node.ID) (Info, error) {
 	if r := s.nodes[n]; r != nil {
 		i.State, i.Inc, i.Since = r.state, r.inc, r.num
 	}
+	if n == s.self {
+		i.CPUs, i.MemoryMB = s.cfg.CPUs, s.cfg.MemoryMB
+	}
 	return i, nil
+}
+
+// hostInfo is what a node tells others about its hardware.
+type hostInfo struct {
+	CPUs     int    `json:"cpus"`
+	MemoryMB uint64 `json:"memory_mb"`
+}
+
+var infoService = ics.NewService[struct{}, hostInfo]("clms.info")
+
+// NodeInfoFrom asks member n itself, over ICS, for its CPUs and memory,
+// and completes NodeInfo with them; done gets the result exactly once
+// (an error if n is not a member or goes down first).
+func (s *Service) NodeInfoFrom(n node.ID, done func(Info, error)) {
+	i, err := s.NodeInfo(n)
+	switch {
+	case err != nil:
+		done(i, err)
+		return
+	case n == s.self:
+		done(i, nil)
+		return
+	case !s.NodeAvail(n):
+		done(i, fmt.Errorf("%w: n%d is %s", ErrNotMember, n, i.State))
+		return
+	}
+	_, err = infoService.Call(s.ep, n, struct{}{}, ics.CallOpts{Timeout: 2 * s.cfg.ElectionTimeout}, func(h hostInfo, err error) {
+		if err == nil {
+			i.CPUs, i.MemoryMB = h.CPUs, h.MemoryMB
+		}
+		done(i, err)
+	})
+	if err != nil {
+		done(i, err)
+	}
 }
 
 func (s *Service) name(n node.ID) string {

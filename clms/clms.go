@@ -207,6 +207,11 @@ func New(env node.Env, ep *ics.Endpoint, cfg Config, obs func(Event)) (*Service,
 		s.voterSeen = map[node.ID]time.Duration{}
 	}
 	ep.HandleDatagrams(s.datagram)
+	if err := infoService.Serve(ep, func(*ics.Request, struct{}) (hostInfo, error) {
+		return hostInfo{CPUs: s.cfg.CPUs, MemoryMB: s.cfg.MemoryMB}, nil
+	}); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -146,3 +146,52 @@ func TestCleanupReachesDown(t *testing.T) {
 		t.Log(tr)
 	}
 }
+
+func TestNodeInfoFromAMember(t *testing.T) {
+	kr, _ := wire.NewKeyring(1, []byte("0123456789abcdef0123456789abcdef"))
+	c := &simCluster{t: t, w: sim.New(sim.Config{Seed: 3, Link: sim.Link{Latency: time.Millisecond}})}
+	for i := 1; i <= 3; i++ {
+		id := node.ID(i)
+		cfg := stack.Config{ICS: ics.Config{Keyring: kr}, CLMS: clms.Config{Candidates: []node.ID{1, 2, 3}, CPUs: i * 2, MemoryMB: uint64(i) * 1024,
+			Names: map[node.ID]string{1: "alpha", 2: "beta", 3: "gamma"}}}
+		c.ids = append(c.ids, id)
+		_ = c.w.AddNode(id, stack.Factory(cfg))
+		_ = c.w.Boot(id)
+	}
+	c.waitConverged(5 * time.Second)
+	var got clms.Info
+	var gerr error
+	called := 0
+	_ = c.w.Do(1, func(h node.Handler) {
+		h.(*stack.Node).CLMS.NodeInfoFrom(3, func(i clms.Info, err error) { got, gerr = i, err; called++ })
+	})
+	_ = c.w.RunFor(100 * time.Millisecond)
+	if called != 1 || gerr != nil {
+		t.Fatalf("done ran %d times, err %v", called, gerr)
+	}
+	if got.CPUs != 6 || got.MemoryMB != 3072 || got.Name != "gamma" || got.State != clms.StateUp {
+		t.Fatalf("info %+v", got)
+	}
+	if id, err := c.svc(2).NodeByName("beta"); err != nil || id != 2 {
+		t.Fatalf("NodeByName: %v %v", id, err)
+	}
+	if c.svc(1).MaxNodes() != node.MaxID || !c.svc(1).NodeAvail(2) || c.svc(1).ClusterName() == "" || c.svc(3).LocalNode() != 3 {
+		t.Fatal("libcluster basics wrong")
+	}
+	if _, err := c.svc(1).Detailed(clms.First, 0); err != nil {
+		t.Fatal(err)
+	}
+	if tr, ok := c.svc(1).NextTransition(0); !ok || !tr.Simple() {
+		t.Fatalf("NextTransition: %v %v", tr, ok)
+	}
+	_ = c.w.Crash(3)
+	c.waitConverged(3 * time.Second)
+	called = 0
+	_ = c.w.Do(1, func(h node.Handler) {
+		h.(*stack.Node).CLMS.NodeInfoFrom(3, func(i clms.Info, err error) { gerr = err; called++ })
+	})
+	_ = c.w.RunFor(100 * time.Millisecond)
+	if called != 1 || gerr == nil {
+		t.Fatalf("asking a down node: done %d times, err %v", called, gerr)
+	}
+}

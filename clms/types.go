@@ -142,6 +142,10 @@ type Config struct {
 	Names map[node.ID]string
 	// KeyServices are the names of the key services (see KeyService).
 	KeyServices []string
+	// CPUs and MemoryMB describe this node for NodeInfo (the daemon
+	// fills them from the host; 0 means unknown).
+	CPUs     int
+	MemoryMB uint64
 	// Detector, if set, replaces the built-in nodedown detector's
 	// verdicts (see Detector).
 	Detector Detector
