@@ -5,14 +5,14 @@ package ics_test
 // internal/benchreport can judge a ratio rather than a timing (the
 // machines this runs on are shared and noisy):
 //
-//	BenchmarkRPCLatency/ics      synchronous 64-byte calls over TCP, one at a time
-//	BenchmarkRPCLatency/rawtcp   a 64-byte ping-pong on one loopback connection
-//	BenchmarkRPCThroughput/ics   64-byte calls from 32 goroutines at once
-//	BenchmarkRPCThroughput/netrpc the same through the standard net/rpc
-//	BenchmarkBulk/ics            one 64 MiB message on ChanBulk, small calls beside it
-//	BenchmarkBulk/rawtcp         64 MiB with io.Copy, a ping-pong beside it
-//	BenchmarkSimTransport/ics    a ring of ICS messages in the simulator
-//	BenchmarkSimTransport/bare   a ring of datagrams, no ICS, in the same world
+//	RPCLatency/ics        synchronous 64-byte calls over TCP, one at a time
+//	RPCLatency/rawtcp     a 64-byte ping-pong on one loopback connection
+//	RPCThroughput/ics     64-byte calls from 32 goroutines at once
+//	RPCThroughput/netrpc  the same through the standard net/rpc
+//	Bulk/ics              one 64 MiB message on ChanBulk, small calls beside it
+//	Bulk/rawtcp           64 MiB copied through one socket, a ping-pong beside it
+//	SimTransport/ics      a ring of ICS messages in the simulator
+//	SimTransport/bare     a ring of bare datagrams in the same kind of world
 //
 // Everything runs on 127.0.0.1. Latencies are timed one by one and
 // reported as percentiles (p50-ns, p99-ns). A benchmark whose figure
@@ -60,6 +60,9 @@ const (
 	// benchWait bounds every wait of a benchmark, so that a lost message
 	// fails the run instead of hanging it.
 	benchWait = time.Minute
+	// runWait bounds the life of a pair of nodes or sockets: one run of a
+	// benchmark at the default benchtime lasts a few seconds.
+	runWait = 10 * benchWait
 )
 
 // ---------------------------------------------------------------------
@@ -95,13 +98,13 @@ func measureLatency(b *testing.B, rt func() error) {
 	reportPercentiles(b, "", lat)
 }
 
-// topUp runs f for the operations that b.N lacks to make min, with the
-// timer stopped, then for b.N operations timed. It returns how many it
-// ran and the wall time they took. Setup before it is not timed.
-func topUp(b *testing.B, min int, f func(n int)) (ops int, wall time.Duration) {
+// topUp runs f for the operations that b.N lacks to make least, with
+// the timer stopped, then for b.N operations timed. It returns how many
+// it ran and the wall time they took. Setup before it is not timed.
+func topUp(b *testing.B, least int, f func(n int)) (ops int, wall time.Duration) {
 	b.ReportAllocs()
 	b.StopTimer()
-	if extra := min - b.N; extra > 0 {
+	if extra := least - b.N; extra > 0 {
 		t0 := time.Now()
 		f(extra)
 		wall += time.Since(t0)
@@ -234,7 +237,7 @@ func BenchmarkBulk(b *testing.B) {
 		small := pattern(benchPayload)
 		stalls := 0
 		b.SetBytes(bulkSize)
-		bg := background(b, func() error { return p.call(small) })
+		bg := background(b, func() error { return p.call(small) }, p.cancel)
 		topUp(b, 0, func(n int) {
 			for range n {
 				var err error
@@ -248,6 +251,8 @@ func BenchmarkBulk(b *testing.B) {
 		reportPercentiles(b, "small-", bg.stop())
 		b.ReportMetric(float64(stalls), "stalls")
 	})
+	// The baseline copies from memory into one socket with io.Copy and
+	// reads into memory at the other end, as ICS must.
 	b.Run("rawtcp", func(b *testing.B) {
 		src, dst := tcpConnPair(b)
 		data := pattern(bulkSize)
@@ -270,7 +275,7 @@ func BenchmarkBulk(b *testing.B) {
 		})
 		pp := newPingPong(b, benchPayload)
 		b.SetBytes(bulkSize)
-		bg := background(b, pp.roundTrip)
+		bg := background(b, pp.roundTrip, nil)
 		topUp(b, 0, func(n int) {
 			for range n {
 				if _, err := io.Copy(src, bytes.NewReader(data)); err != nil {
@@ -285,18 +290,19 @@ func BenchmarkBulk(b *testing.B) {
 	})
 }
 
-// stallCheck is how often BenchmarkBulk/ics looks for a stalled sender.
+// stallCheck is how often BenchmarkBulk/ics looks at the sender.
 const stallCheck = 10 * time.Millisecond
 
-// waitBulk waits for the bulk message to arrive at n2, watching n1 for
-// the stall described at benchNode.stalled, and returns how many times
-// it had to revive n1. A stall costs up to stallCheck of the transfer
-// and of the small calls queued beside it, so it shows in the figures
-// as well as in the count.
+// waitBulk waits for the bulk message to arrive at n2. Meanwhile it
+// watches n1 for a stall (see stallWatch) and revives it, counting the
+// stalls: a stall costs the transfer and the small calls queued beside
+// it two to three stallChecks, so it shows in the figures as well as in
+// the count, and the run goes on instead of hanging.
 func (p *icsPair) waitBulk(b *testing.B, got <-chan int) (stalls int) {
 	tick := time.NewTicker(stallCheck)
 	defer tick.Stop()
 	deadline := time.After(benchWait)
+	var w stallWatch
 	for {
 		select {
 		case size := <-got:
@@ -306,7 +312,7 @@ func (p *icsPair) waitBulk(b *testing.B, got <-chan int) (stalls int) {
 			return stalls
 		case <-tick.C:
 			doWait(b, p.a, func() {
-				if p.n1.stalled(2) {
+				if w.stalled(p.n1, 2) {
 					stalls++
 					p.n1.nudge()
 				}
@@ -315,6 +321,48 @@ func (p *icsPair) waitBulk(b *testing.B, got <-chan int) (stalls int) {
 			b.Fatalf("bulk message not delivered within %v (%d stalls revived)", benchWait, stalls)
 		}
 	}
+}
+
+// stallWatch recognises an endpoint whose traffic to a peer has stopped
+// for good: messages wait in its queues, its streams have nothing
+// buffered, and no frame has gone either way for two checks in a row
+// (at least stallCheck, five times AckDelay; busy, a frame moves every
+// few hundred microseconds).
+//
+// How ICS gets there: the pump stops writing when the stream's
+// Buffered() reaches LowWater, counting on the next acknowledgement to
+// start it again. The host stream counts bytes as buffered until its
+// writer goroutine returns from the write, which can be after the peer
+// has read and acknowledged all of them; if the pump ran at that last
+// ack, it saw a full buffer and stopped, no further ack is owed, and no
+// StreamWritable follows because no Send was refused. Only a new call or
+// message into the endpoint moves it again, and a caller blocked behind
+// the queue makes none.
+//
+// The watch looks for silence rather than at QueueLen's in-flight count:
+// an ack sent because enough frames were owed is built before the frame
+// that triggered it counts as consumed, so a stalled channel can keep
+// one frame "in flight" for good.
+type stallWatch struct {
+	sent, recv uint64
+	silent     int
+}
+
+// stalled runs on n's loop.
+func (w *stallWatch) stalled(n *benchNode, peer node.ID) bool {
+	st := n.ep.Stats()
+	moved := st.FramesSent != w.sent || st.FramesRecv != w.recv
+	w.sent, w.recv = st.FramesSent, st.FramesRecv
+	if moved || !n.queued(peer) || n.buffered() > 0 {
+		w.silent = 0
+		return false
+	}
+	w.silent++
+	if w.silent < 2 {
+		return false
+	}
+	w.silent = 0
+	return true
 }
 
 // bgLoop runs round trips on its own goroutine, timing each, while a
@@ -326,42 +374,51 @@ type bgLoop struct {
 }
 
 // background starts rt in a loop; stop ends it and returns the latencies.
-// The loop makes at least one round trip.
-func background(b *testing.B, rt func() error) *bgLoop {
+// The loop makes at least one round trip. If the benchmark ends without
+// stop (it failed), the cleanup calls abort, if set, to end a round trip
+// that may never complete, then waits for the loop.
+func background(b *testing.B, rt func() error, abort func()) *bgLoop {
 	l := &bgLoop{}
 	l.wg.Go(func() {
 		for {
 			t0 := time.Now()
-			if err := rt(); err != nil {
-				b.Error(err)
-				return
+			err := rt()
+			if err == nil {
+				l.lat = append(l.lat, time.Since(t0))
 			}
-			l.lat = append(l.lat, time.Since(t0))
 			if l.quit.Load() {
+				return // an error here may be the abort's
+			}
+			if err != nil {
+				b.Error(err)
 				return
 			}
 		}
 	})
-	b.Cleanup(l.halt)
+	b.Cleanup(func() {
+		l.quit.Store(true)
+		if abort != nil {
+			abort()
+		}
+		l.wg.Wait()
+	})
 	return l
 }
 
-func (l *bgLoop) halt() {
+func (l *bgLoop) stop() []time.Duration {
 	l.quit.Store(true)
 	l.wg.Wait()
-}
-
-func (l *bgLoop) stop() []time.Duration {
-	l.halt()
 	return l.lat
 }
 
 // ---------------------------------------------------------------------
 // Goal 4: ICS over the simulator against the bare simulator.
 
-// simNodes and simLink give both worlds the shape of the simulator's own
-// BenchmarkSimBare/nodes=10: ten nodes, one message started by each,
-// passed round a ring over 1 ms ± 0.5 ms links.
+// Both worlds of BenchmarkSimTransport have the shape of the simulator's
+// own BenchmarkSimBare/nodes=10: ten nodes, one message started by each,
+// passed round a ring over 1 ms ± 0.5 ms links. An ICS message costs
+// several simulator events (the stream segment, acknowledgements,
+// timers); events/msg says how many.
 const (
 	simNodes   = 10
 	simLatency = time.Millisecond
@@ -507,26 +564,23 @@ func (n *benchNode) StreamClosed(s node.Stream, err error) {
 	n.ep.StreamClosed(s, err)
 }
 
-// stalled reports whether the endpoint's traffic to peer is stuck:
-// messages wait in its queues while nothing is in flight, so no
-// acknowledgement will come to restart its pump. The endpoint stops
-// writing when the stream's Buffered() reaches LowWater and waits for an
-// ack; but the host stream counts bytes as buffered until its writer
-// goroutine returns from the write, which can be after the peer has
-// consumed and acknowledged all of them. The pump then saw a full buffer
-// at the last ack, and no StreamWritable follows because no Send was
-// refused. Only a new call or message into the endpoint moves it again,
-// and a caller blocked behind the queue makes none.
-func (n *benchNode) stalled(peer node.ID) bool {
-	queued := false
+// queued reports whether messages to peer wait in the endpoint's queues.
+func (n *benchNode) queued(peer node.ID) bool {
 	for ch := range ics.NumChannels {
-		q, inFlight := n.ep.QueueLen(peer, ch)
-		if inFlight > 0 {
-			return false
+		if q, _ := n.ep.QueueLen(peer, ch); q > 0 {
+			return true
 		}
-		queued = queued || q > 0
 	}
-	return queued
+	return false
+}
+
+// buffered is what the node's streams hold, not yet written.
+func (n *benchNode) buffered() int {
+	sum := 0
+	for _, s := range n.streams {
+		sum += s.Buffered()
+	}
+	return sum
 }
 
 // nudge tells the endpoint that its streams are writable, as the host
@@ -543,11 +597,12 @@ func (n *benchNode) nudge() {
 type icsPair struct {
 	// ctx bounds every call of the pair: one deadline for the whole run,
 	// so that a call does not pay for a timer of its own.
-	ctx context.Context
-	a   *host.Node    // n1
-	n1  *benchNode    // n1's handler: touch it only on n1's loop
-	la  hostLoop      // n1's loop
-	ea  *ics.Endpoint // n1's endpoint: touch it only through la
+	ctx    context.Context
+	cancel context.CancelFunc // ends every call of the pair
+	a      *host.Node         // n1
+	n1     *benchNode         // n1's handler: touch it only on n1's loop
+	la     hostLoop           // n1's loop
+	ea     *ics.Endpoint      // n1's endpoint: touch it only through la
 }
 
 // newICSPair starts the pair; onMsg, if set, gets n2's "sink" messages.
@@ -580,9 +635,9 @@ func newICSPair(b *testing.B, onMsg func(from node.ID, m []byte)) *icsPair {
 			b.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*benchWait)
+	ctx, cancel := context.WithTimeout(context.Background(), runWait)
 	b.Cleanup(cancel)
-	p := &icsPair{ctx: ctx, a: hosts[0], n1: bns[0], la: hostLoop{hosts[0]}, ea: eps[0]}
+	p := &icsPair{ctx: ctx, cancel: cancel, a: hosts[0], n1: bns[0], la: hostLoop{hosts[0]}, ea: eps[0]}
 	// Warm up: the first call opens n1's stream, its reply n2's.
 	warm := pattern(benchPayload)
 	for range 100 {
@@ -678,8 +733,8 @@ func echoFrames(c *net.TCPConn, size int) {
 }
 
 // tcpConnPair connects two sockets on loopback. Both get a deadline of
-// benchWait, so that a lost message fails the benchmark instead of
-// hanging it, and are closed at cleanup.
+// runWait, so that a lost message fails the benchmark instead of hanging
+// it, and are closed at cleanup.
 func tcpConnPair(b *testing.B) (client, server *net.TCPConn) {
 	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
 	if err != nil {
@@ -701,7 +756,7 @@ func tcpConnPair(b *testing.B) (client, server *net.TCPConn) {
 		_ = client.Close()
 		_ = server.Close()
 	})
-	deadline := time.Now().Add(10 * benchWait)
+	deadline := time.Now().Add(runWait)
 	if err := errors.Join(client.SetDeadline(deadline), server.SetDeadline(deadline)); err != nil {
 		b.Fatal(err)
 	}
