@@ -51,7 +51,7 @@ lint: ## gofmt, go vet, staticcheck and the core-purity rule
 
 .PHONY: bench
 bench: ## benchmarks, each reported as a ratio to a baseline measured in the same run
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./sim/ | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./sim/ ./ics/ | tee bench.out
 	$(GO) run ./internal/benchreport < bench.out
 
 .PHONY: fuzz
