@@ -89,7 +89,7 @@ func (s *Service) masterDuties() {
 		}
 		h := m.heard[id]
 		if h == nil || h.inc != r.inc {
-			h = &heard{at: max(m.since, r.numAt(s)), inc: r.inc}
+			h = &heard{at: max(m.since, now), inc: r.inc}
 			m.heard[id] = h
 		}
 		silence := now - h.at
@@ -101,36 +101,12 @@ func (s *Service) masterDuties() {
 			s.suspect(id, r.inc)
 		}
 	}
-	// Moving nodes along their lifecycle.
+	// Moving nodes along their lifecycle: the same steps as after news
+	// from a node, taken for every node once a tick in case news was lost.
 	for _, id := range s.sortedNodes() {
-		r := s.nodes[id]
-		h := m.heard[id]
-		if id == s.self {
-			h = s.selfHeard()
-		}
-		switch r.state {
-		case StateComingUp:
-			if h != nil && h.inc == r.inc && h.applied >= r.num {
-				s.propose(id, r.inc, StateComingUp, StateUp, CauseJoin)
-			}
-		case StateUp:
-			if h != nil && h.inc == r.inc && h.flags&flagLeave != 0 {
-				s.propose(id, r.inc, StateUp, StateShutdown, CauseLeave)
-			}
-		case StateShutdown:
-			if h != nil && h.inc == r.inc && h.flags&flagLeaveReady != 0 && h.applied >= r.num {
-				s.propose(id, r.inc, StateShutdown, StateKCleanup, CauseLeave)
-			}
-		case StateKCleanup, StateUCleanup:
-			if s.cleanedEverywhere(id, r.num) {
-				next := StateUCleanup
-				if r.state == StateUCleanup {
-					next = StateDown
-				}
-				s.propose(id, r.inc, r.state, next, CauseCleanup)
-			}
-		}
+		s.masterStep(id, false)
 	}
+	s.masterStep(s.self, true)
 	// Admissions.
 	for _, id := range sortedKeys(m.joiners) {
 		j := m.joiners[id]
@@ -142,10 +118,6 @@ func (s *Service) masterDuties() {
 	}
 	s.pushAll()
 }
-
-// numAt is when the master should start counting a node's silence: the
-// master may have just admitted it.
-func (r *nodeRec) numAt(s *Service) time.Duration { return s.now() }
 
 // cleanedEverywhere reports whether every node still in the cluster that
 // owes cleanup for entry num has done it.

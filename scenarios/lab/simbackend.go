@@ -1,10 +1,8 @@
 package lab
 
 import (
-	"fmt"
 	"io"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/clusterinfra/ci/clms"
@@ -204,6 +202,3 @@ func (b *simBackend) events() uint64 {
 	st := b.w.Stats()
 	return st.Delivered + st.Timers
 }
-
-var _ = slices.Contains[[]int]
-var _ = fmt.Sprint
