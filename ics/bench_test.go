@@ -235,7 +235,6 @@ func BenchmarkBulk(b *testing.B) {
 		})
 		data := pattern(bulkSize)
 		small := pattern(benchPayload)
-		stalls := 0
 		b.SetBytes(bulkSize)
 		bg := background(b, func() error { return p.call(small) }, p.cancel)
 		topUp(b, 0, func(n int) {
@@ -245,11 +244,10 @@ func BenchmarkBulk(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				stalls += p.waitBulk(b, got)
+				p.waitBulk(b, got)
 			}
 		})
 		reportPercentiles(b, "small-", bg.stop())
-		b.ReportMetric(float64(stalls), "stalls")
 	})
 	// The baseline copies from memory into one socket with io.Copy and
 	// reads into memory at the other end, as ICS must.
@@ -290,79 +288,17 @@ func BenchmarkBulk(b *testing.B) {
 	})
 }
 
-// stallCheck is how often BenchmarkBulk/ics looks at the sender.
-const stallCheck = 10 * time.Millisecond
-
-// waitBulk waits for the bulk message to arrive at n2. Meanwhile it
-// watches n1 for a stall (see stallWatch) and revives it, counting the
-// stalls: a stall costs the transfer and the small calls queued beside
-// it two to three stallChecks, so it shows in the figures as well as in
-// the count, and the run goes on instead of hanging.
-func (p *icsPair) waitBulk(b *testing.B, got <-chan int) (stalls int) {
-	tick := time.NewTicker(stallCheck)
-	defer tick.Stop()
-	deadline := time.After(benchWait)
-	var w stallWatch
-	for {
-		select {
-		case size := <-got:
-			if size != bulkSize {
-				b.Fatalf("bulk message of %d bytes arrived as %d", bulkSize, size)
-			}
-			return stalls
-		case <-tick.C:
-			doWait(b, p.a, func() {
-				if w.stalled(p.n1, 2) {
-					stalls++
-					p.n1.nudge()
-				}
-			})
-		case <-deadline:
-			b.Fatalf("bulk message not delivered within %v (%d stalls revived)", benchWait, stalls)
+// waitBulk waits for the bulk message to arrive at n2. A transfer that
+// stops half-way fails the benchmark at benchWait instead of hanging it.
+func (p *icsPair) waitBulk(b *testing.B, got <-chan int) {
+	select {
+	case size := <-got:
+		if size != bulkSize {
+			b.Fatalf("bulk message of %d bytes arrived as %d", bulkSize, size)
 		}
+	case <-time.After(benchWait):
+		b.Fatalf("bulk message not delivered within %v", benchWait)
 	}
-}
-
-// stallWatch recognises an endpoint whose traffic to a peer has stopped
-// for good: messages wait in its queues, its streams have nothing
-// buffered, and no frame has gone either way for two checks in a row
-// (at least stallCheck, five times AckDelay; busy, a frame moves every
-// few hundred microseconds).
-//
-// How ICS gets there: the pump stops writing when the stream's
-// Buffered() reaches LowWater, counting on the next acknowledgement to
-// start it again. The host stream counts bytes as buffered until its
-// writer goroutine returns from the write, which can be after the peer
-// has read and acknowledged all of them; if the pump ran at that last
-// ack, it saw a full buffer and stopped, no further ack is owed, and no
-// StreamWritable follows because no Send was refused. Only a new call or
-// message into the endpoint moves it again, and a caller blocked behind
-// the queue makes none.
-//
-// The watch looks for silence rather than at QueueLen's in-flight count:
-// an ack sent because enough frames were owed is built before the frame
-// that triggered it counts as consumed, so a stalled channel can keep
-// one frame "in flight" for good.
-type stallWatch struct {
-	sent, recv uint64
-	silent     int
-}
-
-// stalled runs on n's loop.
-func (w *stallWatch) stalled(n *benchNode, peer node.ID) bool {
-	st := n.ep.Stats()
-	moved := st.FramesSent != w.sent || st.FramesRecv != w.recv
-	w.sent, w.recv = st.FramesSent, st.FramesRecv
-	if moved || !n.queued(peer) || n.buffered() > 0 {
-		w.silent = 0
-		return false
-	}
-	w.silent++
-	if w.silent < 2 {
-		return false
-	}
-	w.silent = 0
-	return true
 }
 
 // bgLoop runs round trips on its own goroutine, timing each, while a
@@ -521,11 +457,10 @@ func (p *ringPinger) StreamClosed(node.Stream, error)   {}
 // hands one-way messages to "sink" to onMsg. start runs at the end of
 // Start. All three run on the node's goroutine.
 type benchNode struct {
-	cfg     ics.Config
-	ep      *ics.Endpoint
-	onMsg   func(from node.ID, m []byte)
-	start   func()
-	streams []node.Stream // open now, for nudge
+	cfg   ics.Config
+	ep    *ics.Endpoint
+	onMsg func(from node.ID, m []byte)
+	start func()
 }
 
 func (n *benchNode) Start(env node.Env) {
@@ -552,45 +487,8 @@ func (n *benchNode) Datagram(node.ID, int, []byte)         {}
 func (n *benchNode) StreamMessage(s node.Stream, m []byte) { n.ep.StreamMessage(s, m) }
 func (n *benchNode) StreamWritable(s node.Stream)          { n.ep.StreamWritable(s) }
 
-func (n *benchNode) StreamOpened(s node.Stream) {
-	n.streams = append(n.streams, s)
-	n.ep.StreamOpened(s)
-}
-
-func (n *benchNode) StreamClosed(s node.Stream, err error) {
-	if i := slices.Index(n.streams, s); i >= 0 {
-		n.streams = slices.Delete(n.streams, i, i+1)
-	}
-	n.ep.StreamClosed(s, err)
-}
-
-// queued reports whether messages to peer wait in the endpoint's queues.
-func (n *benchNode) queued(peer node.ID) bool {
-	for ch := range ics.NumChannels {
-		if q, _ := n.ep.QueueLen(peer, ch); q > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// buffered is what the node's streams hold, not yet written.
-func (n *benchNode) buffered() int {
-	sum := 0
-	for _, s := range n.streams {
-		sum += s.Buffered()
-	}
-	return sum
-}
-
-// nudge tells the endpoint that its streams are writable, as the host
-// would if it reported a drained buffer: the pump runs again. It sends
-// nothing of its own.
-func (n *benchNode) nudge() {
-	for _, s := range slices.Clone(n.streams) {
-		n.ep.StreamWritable(s)
-	}
-}
+func (n *benchNode) StreamOpened(s node.Stream)            { n.ep.StreamOpened(s) }
+func (n *benchNode) StreamClosed(s node.Stream, err error) { n.ep.StreamClosed(s, err) }
 
 // icsPair is two host nodes on loopback, n1 calling n2, directly
 // connected (no proxy) and warmed up: both directions' streams are open.

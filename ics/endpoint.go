@@ -430,8 +430,10 @@ func (e *Endpoint) StreamMessage(s node.Stream, frame []byte) {
 		}
 		p.recvSeq = h.Seq
 		p.ackStream = s
-		e.owe(p)
+		// received first, so that an ack it triggers counts this frame
+		// as consumed if it was.
 		e.received(p, &m)
+		e.owe(p)
 	}
 }
 
@@ -534,8 +536,11 @@ func (e *Endpoint) pump(p *peer) {
 	}
 	pa := p.paths[p.active]
 	s := pa.s
+	// Backlogged, unlike a look at Buffered, also asks the stream for a
+	// StreamWritable once it drains below LowWater: without it a sender
+	// that owes no ack and was refused nothing would never pump again.
 	for p.resendFrom < len(p.unacked) {
-		if s.Buffered() >= e.cfg.LowWater {
+		if s.Backlogged(e.cfg.LowWater) {
 			return
 		}
 		if err := s.Send(p.unacked[p.resendFrom].frame); err != nil {
@@ -547,7 +552,7 @@ func (e *Endpoint) pump(p *peer) {
 		e.stats.Resent++
 		p.resendFrom++
 	}
-	for s.Buffered() < e.cfg.LowWater {
+	for !s.Backlogged(e.cfg.LowWater) {
 		ch := e.nextChannel(p)
 		if ch < 0 {
 			break

@@ -120,6 +120,13 @@ type Stream interface {
 	Send(msg []byte) error
 	// Buffered is the number of bytes queued and not yet acknowledged.
 	Buffered() int
+	// Backlogged reports whether Buffered() is at least mark. If it is,
+	// one StreamWritable follows once Buffered() drops below mark. A
+	// sender uses it to keep the stream's buffer shallower than the point
+	// where Send refuses (so that urgent messages it holds back can still
+	// overtake bulk ones) without polling, and without a race between its
+	// look at Buffered() and the stream draining.
+	Backlogged(mark int) bool
 	// Close closes the stream. Messages already queued are still
 	// delivered if the connection holds; the peer then sees StreamClosed
 	// with a nil error. The local Handler is not told.
@@ -140,8 +147,8 @@ type Handler interface {
 	// StreamMessage delivers the next message received on s. The callee
 	// owns msg.
 	StreamMessage(s Stream, msg []byte)
-	// StreamWritable says that s, which refused a Send with ErrStreamFull,
-	// has room again.
+	// StreamWritable says that s, which refused a Send with ErrStreamFull
+	// or reported Backlogged, has room again.
 	StreamWritable(s Stream)
 	// StreamClosed says that s is finished: err is nil after the peer
 	// closed it cleanly, or says why it broke. No call about s follows.

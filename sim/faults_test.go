@@ -325,6 +325,23 @@ var _ = Describe("simulated streams", func() {
 		Expect(c.cur(2).find("msg")).To(HaveLen(3))
 	})
 
+	It("report a backlog over a mark and say once when it drained below it", func() {
+		c := newCluster(sim.Config{Seed: 15, Link: sim.Link{Latency: ms}, StreamBuffer: 1000}, 2, nil)
+		c.bootAll()
+		var s node.Stream
+		Expect(c.w.Do(1, func(h node.Handler) { s, _ = h.(*recNode).env.Net().Dial(2, 0) })).To(Succeed())
+		Expect(c.w.RunUntil(10 * ms)).To(Succeed())
+		for range 3 {
+			Expect(s.Send(make([]byte, 300))).To(Succeed())
+		}
+		Expect(s.Backlogged(901)).To(BeFalse())
+		Expect(s.Backlogged(500)).To(BeTrue())
+		Expect(c.w.RunUntil(20 * ms)).To(Succeed())
+		Expect(c.cur(1).find("writable")).To(HaveLen(1))
+		Expect(s.Buffered()).To(BeNumerically("<", 500))
+		Expect(c.cur(2).find("msg")).To(HaveLen(3))
+	})
+
 	It("close cleanly after what was queued", func() {
 		c := newCluster(sim.Config{Seed: 16, Link: sim.Link{Latency: ms, Jitter: ms}}, 2, func(r *recNode) {
 			r.onStart = func(r *recNode) {

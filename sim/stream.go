@@ -51,7 +51,13 @@ type flow struct {
 	deliver      uint64 // next sequence number to hand over
 	segs         []seg  // segs[k] has sequence number deliver+k
 	buffered     int    // bytes sent and not yet handed over
-	wantWritable bool
+	wantWritable bool   // a Send was refused
+	wantBelow    int    // Backlogged asked to hear when buffered < wantBelow; 0: not asked
+}
+
+// writable reports whether the sender asked to hear about room and now has it.
+func (f *flow) writable(bufSize int) bool {
+	return (f.wantWritable && f.buffered < bufSize) || (f.wantBelow > 0 && f.buffered < f.wantBelow)
 }
 
 type seg struct {
@@ -74,6 +80,16 @@ type streamEnd struct {
 func (e *streamEnd) Peer() node.ID { return e.c.nodes[1-e.side] }
 func (e *streamEnd) Path() int     { return e.c.path }
 func (e *streamEnd) Buffered() int { return e.c.flows[e.side].buffered }
+
+// Backlogged implements node.Stream.
+func (e *streamEnd) Backlogged(mark int) bool {
+	f := &e.c.flows[e.side]
+	if f.buffered < mark {
+		return false
+	}
+	f.wantBelow = mark
+	return true
+}
 
 // Send implements node.Stream.
 func (e *streamEnd) Send(msg []byte) error {
@@ -203,10 +219,11 @@ func (w *World) streamEvent(n *simNode, ev *event) {
 		w.segArrive(n, c, side, seq)
 	case kWritable:
 		e := c.ends[side]
-		if e.dead || e.closing || !c.flows[side].wantWritable {
+		f := &c.flows[side]
+		if e.dead || e.closing || !(f.wantWritable || f.wantBelow > 0) {
 			return
 		}
-		c.flows[side].wantWritable = false
+		f.wantWritable, f.wantBelow = false, 0
 		w.trace(kWritable, n.id, e.Peer(), c.id, 0, "")
 		n.h.StreamWritable(e)
 	}
@@ -364,7 +381,7 @@ func (w *World) deliverFlow(c *conn, side int) {
 			return
 		}
 	}
-	if f.wantWritable && f.buffered < w.cfg.StreamBuffer {
+	if f.writable(w.cfg.StreamBuffer) {
 		ev := w.newEvent(kWritable, c.nodes[side])
 		ev.boot = c.boots[side]
 		ev.c = c

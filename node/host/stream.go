@@ -68,6 +68,7 @@ type stream struct {
 	queue        [][]byte
 	buffered     int
 	wantWritable bool // a Send failed with ErrStreamFull
+	wantBelow    int  // Backlogged asked to hear when buffered < wantBelow; 0: not asked
 	closing      bool // Close was called here
 	ended        bool // the connection is over: no more I/O, no more events
 	cancelDial   context.CancelFunc
@@ -95,6 +96,17 @@ func (s *stream) Buffered() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buffered
+}
+
+// Backlogged implements node.Stream.
+func (s *stream) Backlogged(mark int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.buffered < mark {
+		return false
+	}
+	s.wantBelow = mark
+	return true
 }
 
 // Send implements node.Stream.
@@ -558,9 +570,10 @@ func (n *Node) writeLoop(s *stream, conn *net.TCPConn) {
 
 		s.mu.Lock()
 		s.buffered -= size + frameHeader*len(batch)
-		notify := s.wantWritable && s.buffered < n.cfg.StreamBuffer && !s.closing && !s.ended
+		notify := ((s.wantWritable && s.buffered < n.cfg.StreamBuffer) ||
+			(s.wantBelow > 0 && s.buffered < s.wantBelow)) && !s.closing && !s.ended
 		if notify {
-			s.wantWritable = false
+			s.wantWritable, s.wantBelow = false, 0
 		}
 		s.mu.Unlock()
 		clear(batch)

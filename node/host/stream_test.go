@@ -206,6 +206,73 @@ func TestStreamFullThenWritable(t *testing.T) {
 	}
 }
 
+// TestStreamBackloggedThenWritable checks the low-water notification:
+// with the receiver stalled the writer cannot drain, Backlogged reports
+// the backlog and asks for a StreamWritable, which comes only once the
+// receiver resumes and the backlog is below the mark.
+func TestStreamBackloggedThenWritable(t *testing.T) {
+	const mark = 256 << 10
+	a := startNode(t, 1, 1, func(c *Config) { c.StreamBuffer = 32 << 20 }, nil)
+	b := startNode(t, 2, 1, func(c *Config) { c.Inbox = 4 }, nil)
+	introduce(t, a, b)
+	s, _ := dial(t, a, b, 0)
+
+	release := make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	if err := b.Do(func(node.Handler) { <-release }); err != nil {
+		t.Fatal(err)
+	}
+	// 16 MiB is far more than the socket buffers and the receiver's inbox
+	// take, so the writer stalls with megabytes still queued.
+	msg := make([]byte, 64<<10)
+	const sent = 256
+	call(t, a, func(r *rec) {
+		for range sent {
+			if err := s.Send(msg); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+		}
+		if s.Backlogged(1 << 40) {
+			t.Error("Backlogged above everything that was sent")
+		}
+	})
+	waitFor(t, func() bool {
+		var bl bool
+		call(t, a, func(r *rec) { bl = s.Buffered() >= 4<<20 })
+		return bl
+	}, "a backlog while the receiver is stalled")
+	writable := a.r().count("writable")
+	call(t, a, func(r *rec) {
+		if !s.Backlogged(mark) {
+			t.Errorf("Backlogged(%d) false with %d buffered", mark, s.Buffered())
+		}
+	})
+	time.Sleep(100 * time.Millisecond)
+	if a.r().count("writable") != writable {
+		t.Fatal("StreamWritable while the backlog could not drain")
+	}
+	close(release)
+	waitFor(t, func() bool { return a.r().count("writable") == writable+1 }, "StreamWritable once the backlog drained")
+	call(t, a, func(r *rec) {
+		if bl := s.Buffered(); bl >= mark {
+			t.Errorf("StreamWritable with %d bytes still buffered (mark %d)", bl, mark)
+		}
+		if s.Backlogged(mark) {
+			t.Error("Backlogged after draining")
+		}
+	})
+	waitFor(t, func() bool { return b.r().count("msg") == sent }, "all %d messages", sent)
+	if n := a.r().count("writable"); n != writable+1 {
+		t.Errorf("%d StreamWritables, want one", n-writable)
+	}
+}
+
 func TestDialNothingListening(t *testing.T) {
 	a := startNode(t, 1, 1, nil, nil)
 	if err := a.SetPeers(map[node.ID][]netip.AddrPort{2: {freePort(t)}}); err != nil {
