@@ -14,7 +14,10 @@ import (
 // reports what is wrong with its part at the key or value at fault and
 // goes on, so that every mistake in a file comes out in one pass.
 
-var topKeys = []string{"name", "description", "seed", "nodes", "masters", "config", "network", "steps"}
+var topKeys = []string{"name", "description", "seed", "nodes", "masters", "config", "network", "skip_on", "steps"}
+
+// Backends are the places a scenario can run; skip_on names them.
+var Backends = []string{"sim", "netns", "vm"}
 
 func (d *decoder) scenario(body ast.Node) *Scenario {
 	s := &Scenario{
@@ -61,6 +64,8 @@ func (d *decoder) scenario(body ast.Node) *Scenario {
 			d.config(f, &s.Config)
 		case "network":
 			d.network(f, &s.Network)
+		case "skip_on":
+			s.SkipOn = d.skipOn(f)
 		case "steps":
 			s.Steps = d.steps(f)
 		}
@@ -74,6 +79,28 @@ func (d *decoder) scenario(body ast.Node) *Scenario {
 		s.Masters = slices.Clone(s.Nodes[:min(DefaultMasterCount, len(s.Nodes))])
 	}
 	return s
+}
+
+// skipOn reads `skip_on: {BACKEND: REASON, ...}`: the backends that must
+// not run the file, each with the reason a reader is told.
+func (d *decoder) skipOn(f field) map[string]string {
+	fs, ok := d.object("skip_on", f, Backends, true, "a mapping of backend (sim, netns, vm) to the reason it skips this file")
+	if !ok {
+		return nil
+	}
+	out := map[string]string{}
+	for _, g := range fs {
+		if g.value == nil {
+			continue
+		}
+		text, ok := scalarText(g.value)
+		if !ok || g.missing() || strings.TrimSpace(text) == "" {
+			d.errorf(g.valuePos, "skip_on.%s: want the reason as text, got %s", g.name, describe(g.value))
+			continue
+		}
+		out[g.name] = text
+	}
+	return out
 }
 
 func (d *decoder) name(f field) string {

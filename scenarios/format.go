@@ -33,6 +33,14 @@ func (s *Scenario) Format() []byte {
 		s.Config.Heartbeat, s.Config.NodedownAfter, s.Config.ElectionTimeout)
 	fmt.Fprintf(&b, "network:\n  latency: %s\n  jitter: %s\n  loss: %s\n  duplicate: %s\n",
 		s.Network.Latency, s.Network.Jitter, formatRate(s.Network.Loss), formatRate(s.Network.Duplicate))
+	if len(s.SkipOn) > 0 {
+		b.WriteString("skip_on:\n")
+		for _, k := range Backends {
+			if r, ok := s.SkipOn[k]; ok {
+				fmt.Fprintf(&b, "  %s: %s\n", k, strconv.Quote(r))
+			}
+		}
+	}
 	b.WriteString("steps:\n")
 	for i := range s.Steps {
 		formatStep(&b, &s.Steps[i])

@@ -269,7 +269,7 @@ func TestParseErrors(t *testing.T) {
 		src:  "name: bad\nnodse: 5\nnodes: 5\nsteps: [{boot: all}]\nextra: 1\n",
 		want: []string{
 			`bad.yaml:2:1: nodse: unknown key (did you mean nodes?)`,
-			`bad.yaml:5:1: extra: unknown key; want name, description, seed, nodes, masters, config, network or steps`,
+			`bad.yaml:5:1: extra: unknown key; want name, description, seed, nodes, masters, config, network, skip_on or steps`,
 		},
 	}, {
 		name: "unknown key in a step",
@@ -736,6 +736,34 @@ func TestFormatNodes(t *testing.T) {
 		}
 		if got := FormatNodes(ns); got != want {
 			t.Errorf("FormatNodes(%v) = %q, want %q", ns, got, want)
+		}
+	}
+}
+
+func TestParseSkipOn(t *testing.T) {
+	src := "name: s\nnodes: 3\nskip_on:\n  netns: the master is chosen by the seed\n  vm: too slow\nsteps: [{boot: all}]\n"
+	s, err := Parse("s.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"netns": "the master is chosen by the seed", "vm": "too slow"}
+	if d := cmp.Diff(want, s.SkipOn); d != "" {
+		t.Fatalf("skip_on (-want +got):\n%s", d)
+	}
+	back, err := Parse("s.yaml", s.Format())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, back.SkipOn); d != "" {
+		t.Fatalf("skip_on after Format (-want +got):\n%s", d)
+	}
+	_, err = Parse("bad.yaml", []byte("name: s\nnodes: 3\nskip_on:\n  docker: no\n  netns: \"\"\nsteps: [{boot: all}]\n"))
+	if err == nil {
+		t.Fatal("bad skip_on accepted")
+	}
+	for _, want := range []string{"bad.yaml:4:3: skip_on.docker: unknown key", "bad.yaml:5:10: skip_on.netns: want the reason as text"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
 }

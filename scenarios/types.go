@@ -152,6 +152,10 @@ type Scenario struct {
 	Config  Config
 	// Network is the baseline model of every link.
 	Network Link
+	// SkipOn maps a backend (sim, netns, vm) that must not run this file
+	// to the reason, e.g. an expectation that only the simulator's seeded
+	// elections make certain. Empty: every backend runs it.
+	SkipOn map[string]string
 	// Steps run in order; there is at least one.
 	Steps []Step
 }

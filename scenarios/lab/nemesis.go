@@ -124,7 +124,7 @@ func (r *runner) inject(f scenarios.Fault) {
 			r.setState(id, lsPaused)
 			r.fault(id)
 			d := time.Duration(r.fr.Int64N(int64(4 * r.sc.Config.NodedownAfter)))
-			r.b.w.After(d, func() {
+			r.b.after(d, func() {
 				if r.st[id] == lsPaused {
 					_ = r.b.resume(id)
 					r.setState(id, lsRunning)
@@ -157,7 +157,7 @@ func (r *runner) inject(f scenarios.Fault) {
 		_ = r.b.partition(groups)
 		r.fault(r.nodes...)
 		d := time.Duration(r.fr.Int64N(int64(8 * r.sc.Config.NodedownAfter)))
-		r.b.w.After(d, func() { r.b.heal(); r.cuts = false })
+		r.b.after(d, func() { r.b.heal(); r.cuts = false })
 	case "cut":
 		a, c := r.nodes[r.fr.IntN(len(r.nodes))], r.nodes[r.fr.IntN(len(r.nodes))]
 		if a != c {

@@ -63,6 +63,9 @@ type Result struct {
 	Transitions    int        `json:"transitions"`
 	Nodedowns      []Nodedown `json:"nodedowns"`
 	FalseNodedowns int        `json:"false_nodedowns"`
+	// Warnings say what this run could not do as the file asked (a
+	// netns run on a kernel without netem, say) and where its files are.
+	Warnings []string `json:"warnings,omitempty"`
 	// InternalError is set when the lab itself failed (exit status 3).
 	InternalError string `json:"internal_error,omitempty"`
 	// Timeline is the run as the HTML report draws it.
@@ -85,9 +88,43 @@ var lsNames = []string{"never booted", "running", "paused", "crashed", "leaving"
 
 func (s labState) String() string { return lsNames[s] }
 
+// backend is where a scenario's cluster runs: the simulator, or real
+// daemons in network namespaces. The runner drives it from one goroutine;
+// observations reach the runner only inside runFor, so the runner's state
+// needs no lock.
+type backend interface {
+	now() time.Duration
+	note(msg string)
+	boot(id node.ID) error
+	crash(id node.ID) error
+	restart(id node.ID) error
+	pause(id node.ID) error
+	resume(id node.ID) error
+	leave(id node.ID) error
+	partition(groups [][]node.ID) error
+	cut(from, to node.ID) error
+	link(a, c node.ID, lc *scenarios.LinkChange) error
+	clock(id node.ID, offset time.Duration, driftPPM float64) error
+	heal()
+	// after runs f on the runner's goroutine once d has passed.
+	after(d time.Duration, f func())
+	// blocked reports whether traffic from a to c is cut, partitioned,
+	// or lost entirely.
+	blocked(a, c node.ID) bool
+	// runFor lets time pass, stopping early when stop returns true.
+	runFor(d time.Duration, stop func() bool) (bool, error)
+	report(id node.ID) (report, bool)
+	digest() string
+	events() uint64
+	// flush delivers every observation made so far (a real backend holds
+	// some back to put them in order).
+	flush()
+	close()
+}
+
 type runner struct {
 	sc       *scenarios.Scenario
-	b        *simBackend
+	b        backend
 	ck       *check.Checker
 	st       map[node.ID]labState
 	nodes    []node.ID
@@ -107,9 +144,16 @@ type runner struct {
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x6e656d65736973)) }
 
 // Run runs one scenario with one seed in the simulator.
-func Run(sc *scenarios.Scenario, o Options) (res *Result) {
+func Run(sc *scenarios.Scenario, o Options) *Result {
+	return run(sc, o, "sim", func(r *runner) (backend, error) {
+		return newSimBackend(sc, o.Seed, o.Trace, r.observe, r.ck.Call)
+	})
+}
+
+// run runs sc on the backend mk makes.
+func run(sc *scenarios.Scenario, o Options, name string, mk func(r *runner) (backend, error)) (res *Result) {
 	start := time.Now()
-	res = &Result{Name: sc.Name, File: sc.File, Seed: o.Seed, Backend: "sim", Nodedowns: []Nodedown{}}
+	res = &Result{Name: sc.Name, File: sc.File, Seed: o.Seed, Backend: name, Nodedowns: []Nodedown{}}
 	r := &runner{sc: sc, res: res, st: map[node.ID]labState{}, lastF: map[node.ID]time.Duration{},
 		applied: map[uint64]map[node.ID]time.Duration{}, downs: map[uint64]*Nodedown{}, fr: newRand(o.Seed),
 		proposed: map[proposalKey]proposalInfo{}, faultAt: map[uint64]time.Duration{}}
@@ -136,9 +180,10 @@ func Run(sc *scenarios.Scenario, o Options) (res *Result) {
 		if r.b != nil {
 			tl := r.rec.finish(r.b.now(), res.Failure)
 			res.Timeline = &tl
+			r.b.close()
 		}
 	}()
-	b, err := newSimBackend(sc, o.Seed, o.Trace, r.observe, r.ck.Call)
+	b, err := mk(r)
 	if err != nil {
 		res.InternalError = err.Error()
 		return res
@@ -151,6 +196,9 @@ func Run(sc *scenarios.Scenario, o Options) (res *Result) {
 		if f := r.step(i, st); f != nil {
 			res.Failure = f
 			return res
+		}
+		if i == len(sc.Steps)-1 {
+			r.b.flush()
 		}
 		if v := r.ck.Violation(); v != nil {
 			res.Failure = r.violation(i, st, v)
@@ -412,6 +460,7 @@ func (r *runner) step(i int, st *scenarios.Step) *Failure {
 	case scenarios.ActionWait:
 		return r.waitConverged(*st.Timeout, fail)
 	case scenarios.ActionExpect:
+		r.b.flush()
 		return r.expect(st.Expect, fail)
 	case scenarios.ActionNemesis:
 		return r.nemesis(st, fail)

@@ -27,29 +27,6 @@ type simBackend struct {
 	onCall func(at time.Duration, n node.ID, boot node.Boot, e ics.CallEvent)
 }
 
-// labEcho is the service of the lab's background workload.
-var labEcho = ics.NewService[[]byte, []byte]("lab.echo")
-
-// rpcWorkload keeps ICS calls in flight on every node throughout a run,
-// so that the no-hanging-RPC invariant is checked under every fault: each
-// node calls a random member of its view every 25ms.
-func rpcWorkload(n *stack.Node) {
-	_ = labEcho.Serve(n.ICS, func(_ *ics.Request, b []byte) ([]byte, error) { return b, nil })
-	env := n.Env()
-	var tick func()
-	tick = func() {
-		_, view := n.CLMS.Membership()
-		if len(view) > 1 && n.CLMS.Quorate() {
-			peer := view[env.Rand().IntN(len(view))]
-			if peer != env.Self() {
-				_, _ = labEcho.Call(n.ICS, peer, []byte("ping"), ics.CallOpts{}, func([]byte, error) {})
-			}
-		}
-		env.Clock().AfterFunc(25*time.Millisecond, tick)
-	}
-	env.Clock().AfterFunc(25*time.Millisecond, tick)
-}
-
 func newSimBackend(sc *scenarios.Scenario, seed uint64, trace io.Writer, obs func(time.Duration, node.Boot, clms.Event), onCall func(time.Duration, node.ID, node.Boot, ics.CallEvent)) (*simBackend, error) {
 	kr, err := wire.NewKeyring(1, labKey)
 	if err != nil {
@@ -78,7 +55,7 @@ func newSimBackend(sc *scenarios.Scenario, seed uint64, trace io.Writer, obs fun
 			KeyServices:     []string{"key"},
 		},
 		Observe: func(e clms.Event) { b.obs(b.w.Now(), b.w.BootCount(e.Node), e) },
-		Setup:   rpcWorkload,
+		Setup:   stack.LabWorkload,
 	}
 	for _, id := range sc.Nodes {
 		id := node.ID(id)
@@ -146,6 +123,12 @@ func (b *simBackend) clock(id node.ID, offset time.Duration, driftPPM float64) e
 }
 
 func (b *simBackend) heal() { b.w.Heal() }
+
+func (b *simBackend) after(d time.Duration, f func()) { b.w.After(d, f) }
+
+func (b *simBackend) close() {}
+
+func (b *simBackend) flush() {}
 
 // blocked reports whether traffic from a to c is cut, partitioned, or
 // lost entirely.
