@@ -68,8 +68,10 @@ type Config struct {
 	ChunkSize int
 	// LowWater is how full a stream's send buffer may be before the
 	// endpoint stops writing to it and keeps frames in its own priority
-	// queues (default 256 KiB). Keeping the transport's buffer shallow is
-	// what lets urgent frames overtake bulk ones.
+	// queues (default 128 KiB, two bulk chunks). Keeping the transport's
+	// buffer shallow is what lets urgent frames overtake bulk ones: a
+	// small call queued behind a bulk transfer waits for what is already
+	// in the stream.
 	LowWater int
 	// AckDelay is how long a receiver may sit on an acknowledgement
 	// (default 2ms).
@@ -116,7 +118,7 @@ func (c *Config) fill() error {
 	def(&c.Window, 256)
 	def(&c.MaxMessage, 64<<20)
 	def(&c.ChunkSize, 64<<10)
-	def(&c.LowWater, 256<<10)
+	def(&c.LowWater, 128<<10)
 	def(&c.MaxServing, 1024)
 	defd := func(p *time.Duration, v time.Duration) {
 		if *p <= 0 {

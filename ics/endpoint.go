@@ -45,9 +45,12 @@ type Endpoint struct {
 	closed   bool
 	stats    Stats
 	buf      []byte // scratch for encoding messages
-	dbuf     []byte // scratch for datagrams
-	dgrams   map[node.ID]*dgramPeer
-	onDgram  DatagramFunc
+	// freeFrames holds emptied buffers of large acknowledged frames
+	// (frameBuf).
+	freeFrames [][]byte
+	dbuf       []byte // scratch for datagrams
+	dgrams     map[node.ID]*dgramPeer
+	onDgram    DatagramFunc
 
 	// OnIncarnation, if set, is told when a peer shows a newer
 	// incarnation than the one known (inc is the new one). CLMS uses it: a
@@ -510,6 +513,9 @@ func (e *Endpoint) acked(p *peer, m *msg) {
 		n++
 	}
 	if n > 0 {
+		for i := range n {
+			e.freeFrame(p.unacked[i].frame)
+		}
 		clear(p.unacked[:n])
 		p.unacked = p.unacked[n:]
 		p.resendFrom = max(0, p.resendFrom-n)
@@ -599,13 +605,19 @@ func (e *Endpoint) sendNext(p *peer, pa *path, ch Channel) bool {
 	if om.off+n == len(om.payload) {
 		flags |= flagLast
 	}
-	e.buf = appendData(e.buf[:0], ch, flags, om.typ, om.callID, uint32(len(om.payload)), om.svc, om.payload[om.off:om.off+n])
+	// The message is built in place behind room for the frame header and
+	// sealed there: one copy of the chunk, into a buffer that a large
+	// frame takes from the endpoint's free list.
+	fb := e.frameBuf(wire.Overhead + dataHdr + firstHdr + len(om.svc) + n)
+	fb = appendData(fb[:wire.HeaderSize], ch, flags, om.typ, om.callID, uint32(len(om.payload)), om.svc, om.payload[om.off:om.off+n])
 	seq := p.sendSeq + 1
-	f, err := e.seal(p, seq, p.inc, e.buf)
+	h := wire.Header{From: e.self, To: p.id, FromBoot: node.Boot(e.inc), ToBoot: node.Boot(p.inc), Seq: seq}
+	f, err := wire.Seal(fb[:0], e.cfg.Keyring, h, fb[wire.HeaderSize:])
 	if err != nil {
 		panic(fmt.Sprintf("ics: sealing a data frame: %v", err))
 	}
 	if err := pa.s.Send(f); err != nil {
+		e.freeFrame(f)
 		if err != node.ErrStreamFull {
 			e.pathFailed(pa)
 		}
@@ -628,6 +640,36 @@ func (e *Endpoint) sendNext(p *peer, pa *path, ch Channel) bool {
 		e.wake(oc)
 	}
 	return true
+}
+
+// maxFreeFrames bounds the endpoint's free list of large frame buffers.
+const maxFreeFrames = 16
+
+// frameBuf returns an empty buffer with room for size bytes. Buffers for
+// large frames (bulk chunks) come from a free list that acknowledged
+// frames go back to: the stream keeps its own copy of what it is sent,
+// so once a frame is acknowledged nothing refers to its bytes, and
+// reusing them spares allocating and zeroing a chunk per frame.
+func (e *Endpoint) frameBuf(size int) []byte {
+	if size >= e.cfg.ChunkSize {
+		for k := len(e.freeFrames); k > 0; k-- {
+			b := e.freeFrames[k-1]
+			e.freeFrames = e.freeFrames[:k-1]
+			if cap(b) >= size {
+				return b[:0]
+			}
+		}
+		return make([]byte, 0, wire.Overhead+dataHdr+firstHdr+maxSvcName+e.cfg.ChunkSize)
+	}
+	return make([]byte, 0, size)
+}
+
+// freeFrame gives a frame's buffer back for reuse, if it is a large one;
+// the caller must hold no other reference to it.
+func (e *Endpoint) freeFrame(f []byte) {
+	if cap(f) >= e.cfg.ChunkSize && len(e.freeFrames) < maxFreeFrames {
+		e.freeFrames = append(e.freeFrames, f[:0])
+	}
 }
 
 // armFailover watches the oldest unacknowledged frame: if no ack comes

@@ -168,7 +168,10 @@ func Seal(dst []byte, kr *Keyring, h Header, payload []byte) ([]byte, error) {
 	out := slices.Grow(dst, Overhead+len(payload))[:end]
 	// Payload first: if it aliases out, writing the header could
 	// otherwise overwrite it before it is copied.
-	copy(out[start+HeaderSize:], payload)
+	if len(payload) > 0 && &out[start+HeaderSize] != &payload[0] {
+		// A payload built in place needs no copy.
+		copy(out[start+HeaderSize:], payload)
+	}
 	putHeader(out[start:start+HeaderSize], h, uint32(len(payload)))
 	var mac [MACSize]byte
 	k.sum(out[start:end], &mac)

@@ -64,8 +64,6 @@ var goals = []goal{
 		figure{"Bulk/ics", "MB/s"}, figure{"Bulk/rawtcp", "MB/s"}, 0.5},
 	{"small-call p99 beside bulk, ICS (raw) (ns)", absMax,
 		figure{"Bulk/ics", "small-p99-ns"}, figure{"Bulk/rawtcp", "small-p99-ns"}, 5e6},
-	{"ICS bulk stalls revived by the benchmark", absMax,
-		figure{"Bulk/ics", "stalls"}, figure{}, 0},
 	{"ICS on sim ns/msg vs bare sim ns/event", ratioMax,
 		figure{"SimTransport/ics", "ns/msg"}, figure{"SimTransport/bare", "ns/event"}, 3},
 }

@@ -2,12 +2,17 @@
 // with TCP and UDP sockets, the OS clock and a state directory, so that
 // the node code tested in the simulator (package sim) runs unchanged.
 //
-// One goroutine, the event loop, makes every call into the node (the
-// Handler's methods and timer callbacks), one at a time, as the Env
-// contract requires. Socket goroutines feed it through a bounded inbox:
-// stream readers wait when it is full, which lets TCP push back on the
-// sender, while datagrams are dropped and counted, as a full socket
-// buffer would drop them.
+// Calls into the node (the Handler's methods and timer callbacks) are
+// made one at a time, as the Env contract requires, by whoever holds the
+// node's loop token: usually its event loop goroutine, which socket
+// goroutines feed through a bounded inbox (stream readers wait when it
+// is full, which lets TCP push back on the sender, while datagrams are
+// dropped and counted, as a full socket buffer would drop them). A
+// stream reader that finds the token free and nothing of its own in the
+// inbox delivers what it read itself, which saves two goroutine switches
+// per message; what callbacks send on streams is written by the token's
+// holder before it lets go, without blocking, and by a writer goroutine
+// per stream when the socket is full.
 //
 // The mapping onto the real world:
 //

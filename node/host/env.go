@@ -143,9 +143,8 @@ func (q *timerQueue) add(at time.Duration, f func()) *timer {
 }
 
 // popDue takes the earliest timer if it is due at now and returns its
-// callback. Otherwise it returns the next deadline (-1 if none) and
-// notes that the loop is going to sleep until then.
-func (q *timerQueue) popDue(now time.Duration) (func(), time.Duration) {
+// callback, or nil.
+func (q *timerQueue) popDue(now time.Duration) func() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.h) > 0 && q.h[0].at <= now {
@@ -153,14 +152,30 @@ func (q *timerQueue) popDue(now time.Duration) (func(), time.Duration) {
 		t.state = timerFired
 		f := t.f
 		t.f = nil
-		return f, 0
+		return f
 	}
+	return nil
+}
+
+// sleep notes that the loop is about to block, so that add kicks it for
+// an earlier deadline, and returns the next deadline (-1 if none).
+func (q *timerQueue) sleep() time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	q.sleeping = true
 	q.until = -1
 	if len(q.h) > 0 {
 		q.until = q.h[0].at
 	}
-	return nil, q.until
+	return q.until
+}
+
+// awake notes that the loop woke for something other than a kick, so
+// that timers its callbacks add do not kick it needlessly.
+func (q *timerQueue) awake() {
+	q.mu.Lock()
+	q.sleeping = false
+	q.mu.Unlock()
 }
 
 // close cancels every pending timer; later ones are born stopped.

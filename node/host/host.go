@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/clusterinfra/ci/node"
@@ -52,6 +53,24 @@ type Node struct {
 	wallOffset atomic.Int64 // nanoseconds added to the OS wall clock
 
 	timers timerQueue
+
+	// loopMu is the loop token: only its holder calls into the node. The
+	// event loop holds it while it runs callbacks; a stream reader that
+	// finds it free, and nothing of its stream waiting in the inbox,
+	// takes it to deliver what it read at once (deliverInline), which
+	// spares two goroutine switches per message.
+	loopMu sync.Mutex
+
+	// dirty lists the streams with bytes queued for the token holder to
+	// write (flush); dirtyMu guards it, because Send may be called from
+	// any goroutine. dirtySpare is the holder's, for reuse. onLoop is true
+	// while the token is held by someone who flushes before letting go,
+	// so that a Send from another goroutine knows whether to kick the
+	// loop awake.
+	dirtyMu    sync.Mutex
+	dirty      []*stream
+	dirtySpare []*stream
+	onLoop     atomic.Bool
 
 	// mu guards the goroutine and connection registry: once closed is
 	// set no goroutine starts and no connection is registered, which is
@@ -95,6 +114,14 @@ type counters struct {
 	dgramSent, dgramSendErr, dgramReceived, dgramDropped, dgramRejected atomic.Uint64
 	streamsDialled, streamsAccepted, streamsRejected, streamsBroken     atomic.Uint64
 }
+
+// sockBufferBytes is the kernel send and receive buffer of every stream
+// socket. Linux would grow them to megabytes (tcp_rmem allows 32 MiB),
+// and whatever waits there waits in front of every message behind it,
+// urgent or not: ICS keeps its own queues in priority order only if the
+// transport's stays shallow. A quarter of a mebibyte still keeps a
+// loopback or LAN link busy.
+const sockBufferBytes = 256 << 10
 
 // maxHandshakes bounds the accepted connections in their handshake.
 const maxHandshakes = 64
@@ -174,10 +201,18 @@ func bindPath(a netip.AddrPort) (*net.TCPListener, *net.UDPConn, error) {
 	const tries = 32
 	var lastErr error
 	for range tries {
-		t, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(a))
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = setSockBuffers(fd) }); err != nil {
+				return err
+			}
+			return serr
+		}}
+		l, err := lc.Listen(context.Background(), "tcp", a.String())
 		if err != nil {
 			return nil, nil, err
 		}
+		t := l.(*net.TCPListener)
 		port := t.Addr().(*net.TCPAddr).AddrPort().Port()
 		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Addr(), port)))
 		if err == nil {
@@ -395,44 +430,123 @@ type event struct {
 // post queues ev for the loop, waiting while the inbox is full. It gives
 // up, reporting false, when the node closes or cancel is closed.
 func (n *Node) post(ev event, cancel <-chan struct{}) bool {
+	if ev.s != nil {
+		ev.s.posted.Add(1)
+	}
 	select {
 	case n.inbox <- ev:
 		return true
 	case <-n.quit:
-		return false
 	case <-cancel:
-		return false
+	}
+	if ev.s != nil {
+		ev.s.posted.Add(-1)
+	}
+	return false
+}
+
+// dispatchPosted dispatches an event taken from the inbox.
+func (n *Node) dispatchPosted(ev event) {
+	n.dispatch(ev)
+	if ev.s != nil {
+		ev.s.posted.Add(-1)
 	}
 }
+
+// tryInline takes the loop token for s's reader if that keeps s's events
+// in order: nobody holds it, and no event of s waits in the inbox. It
+// reports whether it did; then the caller delivers and calls
+// leaveInline.
+func (n *Node) tryInline(s *stream) bool {
+	if s.posted.Load() != 0 || !n.loopMu.TryLock() {
+		return false
+	}
+	// Checked again under the token: the loop may have been about to
+	// dispatch one of s's events.
+	if s.posted.Load() != 0 || n.closing.Load() {
+		n.loopMu.Unlock()
+		return false
+	}
+	n.onLoop.Store(true)
+	return true
+}
+
+// leaveInline writes what the inline deliveries queued and gives the
+// token back. A write that earned more sending is left to the loop.
+func (n *Node) leaveInline() {
+	n.flush()
+	n.onLoop.Store(false)
+	if n.hasDirty() {
+		select {
+		case n.timers.kick <- struct{}{}:
+		default:
+		}
+	}
+	n.loopMu.Unlock()
+}
+
+// flushEvery is how many callbacks the loop runs, at most, before it
+// writes what they queued on streams, when events keep coming; when they
+// stop it writes at once. Batching a busy turn's messages into one write
+// per stream is what makes many concurrent calls cheap.
+const flushEvery = 16
 
 // loop is the event loop: the one goroutine that calls the Handler and
 // timer callbacks, one at a time. Due timers and inbox events alternate,
 // so that neither a stream of zero-delay timers nor a flood of messages
-// can starve the other.
+// can starve the other. What the callbacks send on streams is written
+// before the loop sleeps, or every flushEvery callbacks.
 func (n *Node) loop() {
 	wake := time.NewTimer(time.Hour)
 	wake.Stop()
 	defer wake.Stop()
+	n.loopMu.Lock()
+	n.onLoop.Store(true)
+	since := 0 // callbacks since the last flush
 	for {
 		select {
 		case <-n.quit:
+			n.loopMu.Unlock()
 			return
 		default:
 		}
-		f, next := n.timers.popDue(n.now())
-		if f != nil {
+		if since >= flushEvery {
+			n.flush()
+			since = 0
+		}
+		if f := n.timers.popDue(n.now()); f != nil {
 			n.stats.timersFired.Add(1)
 			n.stats.callbacks.Add(1)
 			f()
+			since++
 			select {
 			case ev := <-n.inbox:
-				n.dispatch(ev)
+				n.dispatchPosted(ev)
+				since++
 			default:
 			}
 			continue
 		}
+		select {
+		case ev := <-n.inbox:
+			n.dispatchPosted(ev)
+			since++
+			continue
+		default:
+		}
+		// Nothing to do right now: write what was queued, then sleep.
+		n.flush()
+		since = 0
+		n.onLoop.Store(false)
+		if n.hasDirty() {
+			// More to write (a StreamWritable sent more, or another
+			// goroutine sent after the flush).
+			n.onLoop.Store(true)
+			continue
+		}
+		n.loopMu.Unlock()
 		var fire <-chan time.Time
-		if next >= 0 {
+		if next := n.timers.sleep(); next >= 0 {
 			wake.Reset(next - n.now())
 			fire = wake.C
 		}
@@ -440,11 +554,68 @@ func (n *Node) loop() {
 		case <-n.quit:
 			return
 		case ev := <-n.inbox:
-			n.dispatch(ev)
+			n.loopMu.Lock()
+			n.onLoop.Store(true)
+			n.timers.awake()
+			n.dispatchPosted(ev)
+			since++
 		case <-n.timers.kick:
+			n.loopMu.Lock()
+			n.onLoop.Store(true)
+			n.timers.awake()
 		case <-fire:
+			n.loopMu.Lock()
+			n.onLoop.Store(true)
+			n.timers.awake()
 		}
 		wake.Stop()
+	}
+}
+
+// markDirty lists s for the loop's next flush, and wakes the loop if it
+// is asleep (s was sent on from another goroutine).
+func (n *Node) markDirty(s *stream) {
+	n.dirtyMu.Lock()
+	n.dirty = append(n.dirty, s)
+	n.dirtyMu.Unlock()
+	// Paired with the loop's store of false before its look at hasDirty:
+	// either the loop sees s listed, or this sees it asleep.
+	if !n.onLoop.Load() {
+		select {
+		case n.timers.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (n *Node) hasDirty() bool {
+	n.dirtyMu.Lock()
+	defer n.dirtyMu.Unlock()
+	return len(n.dirty) > 0
+}
+
+// flushRounds bounds the rounds of one flush: a StreamWritable delivered
+// by a flush may queue more, which the next round writes, but the inbox
+// gets its turn after a few.
+const flushRounds = 4
+
+// flush writes every listed stream's queued bytes, on the loop (see
+// flushFromLoop).
+func (n *Node) flush() {
+	for range flushRounds {
+		n.dirtyMu.Lock()
+		ds := n.dirty
+		n.dirty = n.dirtySpare[:0]
+		n.dirtyMu.Unlock()
+		if len(ds) == 0 {
+			n.dirtySpare = ds
+			return
+		}
+		for i, s := range ds {
+			ds[i] = nil
+			n.flushFromLoop(s)
+		}
+		n.dirtySpare = ds[:0]
 	}
 }
 
@@ -457,6 +628,9 @@ func (n *Node) dispatch(ev event) {
 	h, s := n.h, ev.s
 	if ev.kind == evMessage || ev.kind == evDatagram {
 		n.inboxBytes.release(len(ev.data))
+	}
+	if ev.kind == evMessage {
+		s.readAhead.release(len(ev.data))
 	}
 	switch ev.kind {
 	case evOpened:

@@ -10,8 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,12 +42,40 @@ const (
 	endMarker     = 0xFFFFFFFF
 )
 
-// Bounds of one write: the writer hands the kernel at most this many
-// queued messages or bytes at once, so that room frees up (and
-// StreamWritable is sent) in steps rather than only when all is written.
+// Sending. Send appends each message, framed, to one contiguous buffer
+// (no allocation per message), and the bytes reach the kernel by one of
+// two writers, never both at once (the stream's writing flag):
+//
+//   - The event loop, after a turn of callbacks, writes every stream that
+//     has bytes and no writer busy, without blocking. A reply sent from a
+//     handler thus reaches the socket on the goroutine that made it,
+//     with no goroutine to wake, and every message queued in one turn
+//     goes out in one write.
+//   - The stream's writer goroutine takes over what the kernel would not
+//     take without blocking (a full socket buffer), and everything queued
+//     behind it, until the buffer is empty again. It also writes the end
+//     marker.
 const (
-	writeBatchMsgs  = 64
-	writeBatchBytes = 1 << 20
+	// writeStepBytes bounds one blocking write of the writer goroutine,
+	// so that room frees up (and StreamWritable is sent) in steps rather
+	// than only when all is written.
+	writeStepBytes = 64 << 10
+	// loopWriteMax bounds what the event loop writes in one go, so that a
+	// large backlog costs the loop a bounded time; the rest goes to the
+	// writer goroutine.
+	loopWriteMax = 1 << 20
+	// spareMax is the largest send buffer kept for reuse; a larger one
+	// (a message of many megabytes went through) is left to the GC.
+	spareMax = 1 << 20
+	// streamReadAhead bounds the stream payload one stream's reader may
+	// hold in the inbox. Beyond it the reader stops reading, the kernel
+	// buffers fill and TCP pushes back on the sender, so that what is
+	// queued ahead of an urgent message stays a few milliseconds' worth
+	// rather than the whole InboxBytes.
+	streamReadAhead = 512 << 10
+	// readBuffer is the reader's buffer: small messages that arrive
+	// together are read with one system call.
+	readBuffer = 64 << 10
 )
 
 // stream is one end of a connection; it implements node.Stream. A stream
@@ -58,15 +86,30 @@ type stream struct {
 	peer node.ID
 	path int
 
-	finished bool // StreamClosed was delivered; owned by the event loop
+	finished bool // StreamClosed was delivered; owned by the loop token's holder
+
+	// posted counts this stream's events in the inbox; while it is not 0
+	// the reader may not deliver inline (it would overtake them).
+	posted atomic.Int32
+
+	// readAhead bounds the payload this stream's reader has in the inbox
+	// (streamReadAhead).
+	readAhead budget
 
 	mu   sync.Mutex
 	conn *net.TCPConn // nil until the handshake is done
-	// queue holds messages not yet handed to the kernel; buffered is
-	// their size in bytes, frame headers included, and never exceeds
+	nbw  *nbWriter    // conn's, for the loop's non-blocking writes
+	// out holds framed messages that no writer has taken yet. buffered
+	// counts the bytes not yet handed to the kernel (out, and what a
+	// writer holds), frame headers included; it never exceeds
 	// StreamBuffer except by one message sent into an empty buffer.
-	queue        [][]byte
-	buffered     int
+	out      []byte
+	spare    []byte // an emptied buffer, for out to reuse
+	handoff  []byte // what the loop could not write without blocking, for the writer goroutine
+	writing  bool   // a writer (the loop or the writer goroutine) holds bytes taken from out
+	dirty    bool   // listed for the loop's next flush
+	buffered int
+
 	wantWritable bool // a Send failed with ErrStreamFull
 	wantBelow    int  // Backlogged asked to hear when buffered < wantBelow; 0: not asked
 	closing      bool // Close was called here
@@ -78,7 +121,9 @@ type stream struct {
 }
 
 func (n *Node) newStream(peer node.ID, path int) *stream {
-	return &stream{n: n, peer: peer, path: path, wake: make(chan struct{}, 1), dead: make(chan struct{})}
+	s := &stream{n: n, peer: peer, path: path, wake: make(chan struct{}, 1), dead: make(chan struct{})}
+	s.readAhead.init(streamReadAhead)
+	return s
 }
 
 // Peer implements node.Stream.
@@ -109,36 +154,116 @@ func (s *stream) Backlogged(mark int) bool {
 	return true
 }
 
-// Send implements node.Stream.
+// Send implements node.Stream. The message is copied, framed, into the
+// stream's send buffer; the event loop writes it after the current
+// callback (see flush).
 func (s *stream) Send(msg []byte) error {
-	s.mu.Lock()
-	closed := s.closing || s.ended
-	s.mu.Unlock()
-	if closed {
-		return node.ErrStreamClosed
-	}
-	if max := s.n.cfg.MaxMessage; len(msg) > max {
-		return fmt.Errorf("host: %w: message of %d bytes (max %d)", node.ErrTooLarge, len(msg), max)
-	}
-	cost := len(msg) + frameHeader
-	// The copy is made before taking the lock so that a large message
-	// does not hold up the writer.
-	m := slices.Clone(msg)
 	s.mu.Lock()
 	if s.closing || s.ended {
 		s.mu.Unlock()
 		return node.ErrStreamClosed
 	}
+	if max := s.n.cfg.MaxMessage; len(msg) > max {
+		s.mu.Unlock()
+		return fmt.Errorf("host: %w: message of %d bytes (max %d)", node.ErrTooLarge, len(msg), max)
+	}
+	cost := len(msg) + frameHeader
 	if s.buffered > 0 && s.buffered+cost > s.n.cfg.StreamBuffer {
 		s.wantWritable = true
 		s.mu.Unlock()
 		return node.ErrStreamFull
 	}
-	s.queue = append(s.queue, m)
+	s.out = binary.BigEndian.AppendUint32(s.out, uint32(len(msg)))
+	s.out = append(s.out, msg...)
 	s.buffered += cost
+	// A busy writer takes these bytes when it is done with its own; an
+	// idle stream waits for the loop's flush.
+	mark := !s.dirty && !s.writing
+	s.dirty = s.dirty || mark
 	s.mu.Unlock()
-	s.signal()
+	if mark {
+		s.n.markDirty(s)
+	}
 	return nil
+}
+
+// takeOut hands the bytes in out to a writer, which then holds the
+// stream's writing flag. Call it with mu held, writing clear and out not
+// empty.
+func (s *stream) takeOut() []byte {
+	buf := s.out
+	s.out, s.spare = s.spare, nil
+	s.writing = true
+	return buf
+}
+
+// doneWriting gives buf (emptied) back for reuse and clears the writing
+// flag. Call it with mu held.
+func (s *stream) doneWriting(buf []byte) {
+	s.writing = false
+	if s.spare == nil && cap(buf) <= spareMax {
+		s.spare = buf[:0]
+	}
+}
+
+// takeNotify reports whether a StreamWritable is owed now, and if so
+// forgets that it was asked for. Call it with mu held.
+func (s *stream) takeNotify() bool {
+	notify := ((s.wantWritable && s.buffered < s.n.cfg.StreamBuffer) ||
+		(s.wantBelow > 0 && s.buffered < s.wantBelow)) && !s.closing && !s.ended
+	if notify {
+		s.wantWritable, s.wantBelow = false, 0
+	}
+	return notify
+}
+
+// flushFromLoop writes what the stream has queued, on the event loop and
+// without blocking. What the kernel does not take goes to the writer
+// goroutine. A StreamWritable this earns is delivered here, on the loop.
+func (n *Node) flushFromLoop(s *stream) {
+	s.mu.Lock()
+	s.dirty = false
+	if s.writing || len(s.out) == 0 || s.nbw == nil || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	buf := s.takeOut()
+	s.mu.Unlock()
+	w, err := s.nbw.Write(buf[:min(len(buf), loopWriteMax)])
+	s.mu.Lock()
+	s.buffered -= w
+	if err != nil {
+		s.writing = false
+		s.mu.Unlock()
+		s.end(streamErr(err))
+		return
+	}
+	if w < len(buf) {
+		// The writer goroutine finishes it (and holds writing until then).
+		s.handoff = buf[w:]
+		notify := s.takeNotify()
+		s.mu.Unlock()
+		s.signal()
+		if notify {
+			n.dispatch(event{kind: evWritable, s: s})
+		}
+		return
+	}
+	s.doneWriting(buf)
+	redirty := len(s.out) > 0 && !s.dirty // sent from another goroutine meanwhile
+	s.dirty = s.dirty || redirty
+	notify := s.takeNotify()
+	closing := s.closing
+	s.mu.Unlock()
+	if redirty {
+		n.markDirty(s)
+	}
+	if closing {
+		s.signal() // the writer goroutine writes the end marker
+	}
+	if notify {
+		n.dispatch(event{kind: evWritable, s: s})
+	}
 }
 
 // Close implements node.Stream. What is queued is still written, then
@@ -151,7 +276,7 @@ func (s *stream) Close() {
 		return
 	}
 	s.closing = true
-	abandon := s.conn == nil && len(s.queue) == 0 && s.cancelDial != nil
+	abandon := s.conn == nil && len(s.out) == 0 && s.cancelDial != nil
 	s.mu.Unlock()
 	if abandon {
 		s.cancelDial()
@@ -185,8 +310,7 @@ func (s *stream) end(err error) {
 	s.ended = true
 	quiet := s.closing
 	conn := s.conn
-	clear(s.queue)
-	s.queue = nil
+	s.out, s.spare, s.handoff = nil, nil, nil
 	s.buffered = 0
 	close(s.dead)
 	s.mu.Unlock()
@@ -234,6 +358,13 @@ func (n *Node) dial(ctx context.Context, s *stream, addr netip.AddrPort) {
 		Timeout:         n.cfg.StreamTimeout,
 		KeepAliveConfig: n.keepAlive(),
 		Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = setSockBuffers(fd) }); err != nil {
+				return err
+			}
+			if serr != nil {
+				return serr
+			}
 			return setUserTimeout(c, n.cfg.StreamTimeout)
 		},
 	}
@@ -272,7 +403,7 @@ func (n *Node) dial(ctx context.Context, s *stream, addr netip.AddrPort) {
 		s.end(ErrClosed)
 		return
 	}
-	n.serve(s, conn, bufio.NewReader(conn))
+	n.serve(s, conn, bufio.NewReaderSize(conn, readBuffer))
 }
 
 // helloDialler sends the hello and checks the acceptor's answer.
@@ -382,7 +513,7 @@ func (n *Node) accept(i int, conn *net.TCPConn) {
 		s.end(ErrClosed)
 		return
 	}
-	n.serve(s, conn, bufio.NewReader(conn))
+	n.serve(s, conn, bufio.NewReaderSize(conn, readBuffer))
 }
 
 func (n *Node) helloAcceptor(i int, conn *net.TCPConn) (*stream, error) {
@@ -452,6 +583,11 @@ func (n *Node) keepAlive() net.KeepAliveConfig {
 // serve runs a connected stream: a writer goroutine and, on this one,
 // the reader. It returns when the connection is over.
 func (n *Node) serve(s *stream, conn *net.TCPConn, br *bufio.Reader) {
+	if raw, err := conn.SyscallConn(); err == nil {
+		s.mu.Lock()
+		s.nbw = newNBWriter(raw)
+		s.mu.Unlock()
+	}
 	if !n.spawn(func() { n.writeLoop(s, conn) }) {
 		s.end(ErrClosed)
 		return
@@ -495,12 +631,18 @@ func (n *Node) readLoop(s *stream, br *bufio.Reader) {
 		}
 		// Room in the inbox first: until there is, the body stays in the
 		// kernel and the sender's window closes.
+		if !s.readAhead.acquire(int(size), n.quit, s.dead) {
+			s.end(ErrClosed)
+			return
+		}
 		if !n.inboxBytes.acquire(int(size), n.quit, s.dead) {
+			s.readAhead.release(int(size))
 			s.end(ErrClosed)
 			return
 		}
 		msg := make([]byte, size)
 		if _, err := io.ReadFull(br, msg); err != nil {
+			s.readAhead.release(int(size))
 			n.inboxBytes.release(int(size))
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // the frame header promised more
@@ -508,7 +650,22 @@ func (n *Node) readLoop(s *stream, br *bufio.Reader) {
 			s.end(streamErr(err))
 			return
 		}
+		if n.tryInline(s) {
+			n.dispatch(event{kind: evMessage, s: s, data: msg})
+			// Deliver what else has arrived whole, in the same turn, so
+			// that the replies go out in one write.
+			for range inlineBatch {
+				m := n.nextBuffered(s, br)
+				if m == nil {
+					break
+				}
+				n.dispatch(event{kind: evMessage, s: s, data: m})
+			}
+			n.leaveInline()
+			continue
+		}
 		if !n.post(event{kind: evMessage, s: s, data: msg}, s.dead) {
+			s.readAhead.release(int(size))
 			n.inboxBytes.release(int(size))
 			s.end(ErrClosed)
 			return
@@ -516,69 +673,90 @@ func (n *Node) readLoop(s *stream, br *bufio.Reader) {
 	}
 }
 
-// writeLoop writes the send queue to the connection in batches. Once the
-// stream is closing and the queue is empty it writes the end marker,
-// shuts down its side and gives the peer StreamTimeout to finish.
+// inlineBatch bounds the messages a reader delivers in one inline turn.
+const inlineBatch = 64
+
+// nextBuffered reads the next message if it is already whole in br's
+// buffer and both inbox budgets have room for it now; otherwise (or for
+// the end marker or a bad length, which readLoop handles) it returns nil.
+// What it returns is counted in the budgets, as readLoop's messages are.
+func (n *Node) nextBuffered(s *stream, br *bufio.Reader) []byte {
+	if br.Buffered() < frameHeader || s.isClosing() {
+		return nil
+	}
+	hdr, err := br.Peek(frameHeader)
+	if err != nil {
+		return nil
+	}
+	size := binary.BigEndian.Uint32(hdr)
+	if size == endMarker || uint64(size) > uint64(n.cfg.MaxMessage) || br.Buffered() < frameHeader+int(size) {
+		return nil
+	}
+	if !s.readAhead.tryAcquire(int(size)) {
+		return nil
+	}
+	if !n.inboxBytes.tryAcquire(int(size)) {
+		s.readAhead.release(int(size))
+		return nil
+	}
+	msg := make([]byte, size)
+	_, _ = br.Discard(frameHeader)
+	_, _ = io.ReadFull(br, msg) // from the buffer: it cannot fail
+	return msg
+}
+
+// writeLoop is the stream's writer goroutine: it writes, blocking, what
+// the loop handed off, and then whatever is queued, until the send buffer
+// is empty (see flushFromLoop for the other writer). Once the stream is
+// closing and everything is written it writes the end marker, shuts down
+// its side and gives the peer StreamTimeout to finish.
 func (n *Node) writeLoop(s *stream, conn *net.TCPConn) {
-	var batch [][]byte
 	for {
 		s.mu.Lock()
-		for len(s.queue) == 0 && !s.closing && !s.ended {
-			s.mu.Unlock()
-			select {
-			case <-s.wake:
-			case <-s.dead:
+		var buf []byte
+		for buf == nil {
+			switch {
+			case s.ended:
+				s.mu.Unlock()
 				return
-			case <-n.quit:
+			case s.handoff != nil:
+				buf, s.handoff = s.handoff, nil // writing stays set: it is ours now
+			case !s.writing && len(s.out) > 0:
+				buf = s.takeOut()
+			case !s.writing && s.closing:
+				s.mu.Unlock()
+				n.finishWrites(s, conn)
+				return
+			default:
+				s.mu.Unlock()
+				select {
+				case <-s.wake:
+				case <-s.dead:
+					return
+				case <-n.quit:
+					return
+				}
+				s.mu.Lock()
+			}
+		}
+		s.mu.Unlock()
+		for off := 0; off < len(buf); {
+			step := buf[off:min(len(buf), off+writeStepBytes)]
+			if _, err := conn.Write(step); err != nil {
+				s.end(streamErr(err))
 				return
 			}
+			off += len(step)
 			s.mu.Lock()
-		}
-		if s.ended {
-			s.mu.Unlock()
-			return
-		}
-		if len(s.queue) == 0 {
-			s.mu.Unlock()
-			n.finishWrites(s, conn)
-			return
-		}
-		batch = batch[:0]
-		size := 0
-		for _, m := range s.queue {
-			if len(batch) > 0 && (len(batch) == writeBatchMsgs || size+len(m) > writeBatchBytes) {
-				break
+			s.buffered -= len(step)
+			if off == len(buf) {
+				s.doneWriting(buf)
 			}
-			batch = append(batch, m)
-			size += len(m)
-		}
-		clear(s.queue[:len(batch)])
-		s.queue = s.queue[len(batch):]
-		s.mu.Unlock()
-
-		headers := make([]byte, frameHeader*len(batch))
-		bufs := make(net.Buffers, 0, 2*len(batch))
-		for i, m := range batch {
-			h := headers[i*frameHeader : (i+1)*frameHeader]
-			binary.BigEndian.PutUint32(h, uint32(len(m)))
-			bufs = append(bufs, h, m)
-		}
-		if _, err := bufs.WriteTo(conn); err != nil {
-			s.end(streamErr(err))
-			return
-		}
-
-		s.mu.Lock()
-		s.buffered -= size + frameHeader*len(batch)
-		notify := ((s.wantWritable && s.buffered < n.cfg.StreamBuffer) ||
-			(s.wantBelow > 0 && s.buffered < s.wantBelow)) && !s.closing && !s.ended
-		if notify {
-			s.wantWritable, s.wantBelow = false, 0
-		}
-		s.mu.Unlock()
-		clear(batch)
-		if notify && !n.post(event{kind: evWritable, s: s}, s.dead) {
-			return
+			notify := s.takeNotify()
+			s.mu.Unlock()
+			if notify && !n.post(event{kind: evWritable, s: s}, s.dead) {
+				return
+			}
 		}
 	}
 }
