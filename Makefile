@@ -24,6 +24,11 @@ else
 	$(GO) run ./cmd/clusterlab sim $(SCENARIO)
 endif
 
+.PHONY: netns
+netns: ## run scenarios/ with real clusterd daemons in network namespaces (root)
+	$(GO) build -o .bin/clusterd ./cmd/clusterd
+	$(GO) run ./cmd/clusterlab netns --clusterd .bin/clusterd $(SCENARIO)
+
 .PHONY: vm
 vm: ## run scenarios/vm on QEMU virtual machines (root; installs QEMU on first use)
 ifeq ($(wildcard scenarios/vm),)
@@ -70,4 +75,4 @@ fuzz: ## run every fuzz target for FUZZTIME (default 1m) each, and keep the corp
 
 .PHONY: clean
 clean: ## remove build and bench outputs
-	rm -f bench.out
+	rm -rf bench.out .bin

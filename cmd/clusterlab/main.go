@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -70,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	report := fs.String("report", "", "write a JSON report to this file")
 	traceDir := fs.String("trace", "", "write one trace file per run into this directory")
 	htmlOut := fs.String("html", "", "write a timeline page per run (FILE.html, or FILE-NAME-seedN.html for several runs)")
+	clusterd := fs.String("clusterd", "", "netns: the clusterd binary (default: built from this source tree)")
+	keep := fs.Bool("keep", false, "netns: keep each run's configs, state and logs")
 	switch cmd {
 	case "sim", "netns", "vm", "check":
 	case "-h", "--help", "help":
@@ -87,6 +90,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "seed" {
 			seedSet = true
+		}
+		if cmd != "netns" && (f.Name == "clusterd" || f.Name == "keep") {
+			fmt.Fprintf(stderr, "clusterlab %s: --%s is only for netns\n", cmd, f.Name)
+			code = exitInvalid
 		}
 		if cmd != "sim" && (f.Name == "seed" || f.Name == "runs") {
 			fmt.Fprintf(stderr, "clusterlab %s: --%s is only for sim\n", cmd, f.Name)
@@ -132,9 +139,29 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintf(stdout, "%d scenario files valid\n", len(scs))
 		return exitPass
 	}
-	if cmd != "sim" {
-		fmt.Fprintf(stderr, "clusterlab %s: this backend has not landed yet; only `clusterlab sim` runs scenarios so far\n", cmd)
+	if cmd == "vm" {
+		fmt.Fprintf(stderr, "clusterlab vm: this backend has not landed yet; `clusterlab sim` and `clusterlab netns` run scenarios\n")
 		return exitInternal
+	}
+	if cmd == "netns" {
+		if os.Geteuid() != 0 {
+			fmt.Fprintln(stderr, "clusterlab netns: needs root (it makes network namespaces, a bridge and packet filters)")
+			return exitInternal
+		}
+		if *clusterd == "" {
+			dir, err := os.MkdirTemp("", "clusterlab-bin-")
+			if err != nil {
+				fmt.Fprintf(stderr, "clusterlab netns: %v\n", err)
+				return exitInternal
+			}
+			defer os.RemoveAll(dir)
+			*clusterd = filepath.Join(dir, "clusterd")
+			out, err := exec.Command("go", "build", "-o", *clusterd, "github.com/clusterinfra/ci/cmd/clusterd").CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(stderr, "clusterlab netns: building clusterd (give --clusterd PATH to use a built one): %v\n%s", err, out)
+				return exitInternal
+			}
+		}
 	}
 	if *traceDir != "" {
 		if err := os.MkdirAll(*traceDir, 0o755); err != nil {
@@ -145,8 +172,13 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	var results []*lab.Result
 	total := len(scs) * *runs
 	progress := total > 50 && isTerminal(stderr)
-	passed, failed, internal := 0, 0, 0
+	passed, failed, internal, skipped := 0, 0, 0, 0
 	for _, sc := range scs {
+		if why, ok := sc.SkipOn[cmd]; ok {
+			fmt.Fprintf(stdout, "SKIP  %-28s on %s: %s\n", sc.Name, cmd, why)
+			skipped++
+			continue
+		}
 		base := sc.Seed
 		if seedSet {
 			base = *seed
@@ -163,7 +195,12 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 				}
 				tw = tf
 			}
-			res := lab.Run(sc, lab.Options{Seed: s, Trace: tw})
+			var res *lab.Result
+			if cmd == "netns" {
+				res = lab.RunNetns(sc, lab.NetnsOptions{Options: lab.Options{Seed: s, Trace: tw}, Clusterd: *clusterd, Keep: *keep})
+			} else {
+				res = lab.Run(sc, lab.Options{Seed: s, Trace: tw})
+			}
 			if tf != nil {
 				_ = tf.Close()
 			}
@@ -212,7 +249,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 			return exitInternal
 		}
 	}
-	fmt.Fprintf(stdout, "%d passed, %d failed\n", passed, failed+internal)
+	if skipped > 0 {
+		fmt.Fprintf(stdout, "%d passed, %d failed, %d skipped\n", passed, failed+internal, skipped)
+	} else {
+		fmt.Fprintf(stdout, "%d passed, %d failed\n", passed, failed+internal)
+	}
 	switch {
 	case internal > 0:
 		return exitInternal
@@ -230,8 +271,15 @@ func printResult(w io.Writer, sc *scenarios.Scenario, res *lab.Result) {
 	if res.InternalError != "" {
 		verdict = "ERROR"
 	}
+	trace := res.TraceDigest
+	if trace == "" {
+		trace = "-" // only the simulator's runs are reproducible to the byte
+	}
 	fmt.Fprintf(w, "%-5s %-28s seed=%-6d sim=%8.3fs wall=%6.2fs events=%-8d trace=%s\n",
-		verdict, res.Name, res.Seed, res.SimSeconds, res.WallSeconds, res.Events, res.TraceDigest)
+		verdict, res.Name, res.Seed, res.SimSeconds, res.WallSeconds, res.Events, trace)
+	for _, warn := range res.Warnings {
+		fmt.Fprintf(w, "      note: %s\n", warn)
+	}
 	if res.InternalError != "" {
 		fmt.Fprintf(w, "      internal error of the lab: %s\n", res.InternalError)
 	}
@@ -241,7 +289,13 @@ func printResult(w io.Writer, sc *scenarios.Scenario, res *lab.Result) {
 		fmt.Fprintf(w, "      step:     %d (line %d)\n", f.Step, f.Line)
 		fmt.Fprintf(w, "      expected: %s\n", f.Expected)
 		fmt.Fprintf(w, "      seen:     %s\n", f.Seen)
-		fmt.Fprintf(w, "      replay:   go run ./cmd/clusterlab sim --seed %d --trace /tmp/clusterlab-trace %s\n", res.Seed, res.File)
+		if res.Backend == "sim" {
+			fmt.Fprintf(w, "      replay:   go run ./cmd/clusterlab sim --seed %d --trace /tmp/clusterlab-trace %s\n", res.Seed, res.File)
+		} else {
+			// Real daemons are not deterministic; the same file runs the
+			// same steps, and the simulator replays the seed exactly.
+			fmt.Fprintf(w, "      replay:   go run ./cmd/clusterlab %s --keep %s   (exactly: go run ./cmd/clusterlab sim --seed %d %s)\n", res.Backend, res.File, res.Seed, res.File)
+		}
 	}
 	_ = errors.New
 	_ = time.Second

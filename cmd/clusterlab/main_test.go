@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,8 +63,11 @@ func TestExitCodes(t *testing.T) {
 	if code, _, _ := clusterlab("check", ok, bad); code != 0 {
 		t.Fatalf("check of valid files: exit %d", code)
 	}
-	if code, _, errs := clusterlab("netns", ok); code != 3 || !strings.Contains(errs, "not landed") {
-		t.Fatalf("netns: exit %d %s", code, errs)
+	if code, _, errs := clusterlab("vm", ok); code != 3 || !strings.Contains(errs, "not landed") {
+		t.Fatalf("vm: exit %d %s", code, errs)
+	}
+	if code, _, errs := clusterlab("netns", "--seed", "3", ok); code != 2 || !strings.Contains(errs, "only for sim") {
+		t.Fatalf("netns --seed: exit %d %s", code, errs)
 	}
 	if code, _, _ := clusterlab("sim", "--runs", "0", ok); code != 2 {
 		t.Fatalf("--runs 0: exit %d", code)
@@ -168,5 +173,54 @@ func TestHTMLTimeline(t *testing.T) {
 	}
 	if strings.Contains(html, "http://") && !strings.Contains(html, "http://www.w3.org/2000/svg") {
 		t.Error("the page is not self-contained")
+	}
+}
+
+// TestNetnsRunsRealDaemons runs the same two files under netns: real
+// clusterd processes in namespaces, the same verdicts and exit codes, a
+// report naming the backend, and nothing left behind.
+func TestNetnsRunsRealDaemons(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	dir := t.TempDir()
+	ok := write(t, dir, "ok.yaml", passing)
+	bad := write(t, dir, "wrong.yaml", failing)
+	skip := write(t, dir, "skip.yaml", "name: skipped\nnodes: 1\nskip_on: {netns: not here}\nsteps: [{boot: all}]\n")
+	bin := filepath.Join(dir, "clusterd")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/clusterinfra/ci/cmd/clusterd").CombinedOutput(); err != nil {
+		t.Fatalf("building clusterd: %v\n%s", err, out)
+	}
+	report := filepath.Join(dir, "r.json")
+	code, out, errs := clusterlab("netns", "--clusterd", bin, "--report", report, ok, skip)
+	if code != 0 || !strings.Contains(out, "1 passed, 0 failed, 1 skipped") || !strings.Contains(out, "SKIP  skipped") {
+		t.Fatalf("passing under netns: exit %d\n%s\n%s", code, out, errs)
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Scenarios []struct {
+			Backend     string `json:"backend"`
+			Passed      bool   `json:"passed"`
+			Transitions int    `json:"transitions"`
+		} `json:"scenarios"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || len(r.Scenarios) != 1 || r.Scenarios[0].Backend != "netns" || !r.Scenarios[0].Passed || r.Scenarios[0].Transitions < 3 {
+		t.Fatalf("report: %v\n%s", err, b)
+	}
+	code, out, _ = clusterlab("netns", "--clusterd", bin, bad)
+	if code != 1 || !strings.Contains(out, "expected: members (line 8):") || !strings.Contains(out, "replay:   go run ./cmd/clusterlab netns") {
+		t.Fatalf("failing under netns: exit %d\n%s", code, out)
+	}
+	// Other packages' tests make labs at the same time; only the names
+	// this process can have made (see lab.newNetnsBackend) count.
+	out2, _ := exec.Command("ip", "netns", "list").Output()
+	for seq := 1; seq < 64; seq++ {
+		name := fmt.Sprintf("l%x-", (os.Getpid()*64+seq)%0xfffffff)
+		if strings.Contains(string(out2), name) {
+			t.Fatalf("namespaces %s* left behind:\n%s", name, out2)
+		}
 	}
 }
