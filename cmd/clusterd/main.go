@@ -62,6 +62,7 @@ func run(args []string, stderr io.Writer) int {
 		election   = fs.Duration("election-timeout", 0, "master silence before an election (default 300ms)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		lab        = fs.Bool("lab", false, "enable the scenario lab's hooks in the control API")
+		labAPI     = fs.String("lab-api", "", "with -lab, also serve the control API over TCP on this `address` (a VM lab's private network only: it is not authenticated)")
 		introEvery = fs.Duration("intro-every", time.Second, "how often to re-introduce this node to the masters")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -116,7 +117,7 @@ func run(args []string, stderr io.Writer) int {
 	opts.StateDir, opts.Socket, opts.Metrics = *stateDir, *socket, *metrics
 	opts.JoinTimeout, opts.IntroEvery = *joinTO, *introEvery
 	opts.Heartbeat, opts.NodedownAfter, opts.ElectionTimeout = *heartbeat, *nodedown, *election
-	opts.Lab = *lab
+	opts.Lab, opts.LabAPI = *lab, *labAPI
 	opts.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
 	d, err := daemon.Start(opts)

@@ -58,6 +58,14 @@ func (d *Daemon) startAPI() error {
 	}
 	d.api = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	d.wg.Go(func() { _ = d.api.Serve(l) })
+	if d.opts.LabAPI != "" {
+		tl, err := net.Listen("tcp", d.opts.LabAPI)
+		if err != nil {
+			return fmt.Errorf("lab API: %w", err)
+		}
+		d.labL = tl
+		d.wg.Go(func() { _ = d.api.Serve(tl) })
+	}
 	return nil
 }
 

@@ -64,7 +64,11 @@ type Options struct {
 	// Lab enables the lab's hooks in the API: the event stream the
 	// scenario checker reads, the clock offset, and the lab's background
 	// RPC workload.
-	Lab    bool
+	Lab bool
+	// LabAPI, with Lab, also serves the control API over TCP on this
+	// address, for a lab that cannot reach the Unix socket (a VM's).
+	// It is unauthenticated: only for a lab's private network.
+	LabAPI string
 	Logger *slog.Logger
 }
 
@@ -77,6 +81,7 @@ type Daemon struct {
 	introL  net.Listener
 	api     *http.Server
 	apiL    net.Listener
+	labL    net.Listener
 	metrics *http.Server
 	hist    bcast
 	lab     labHub
@@ -111,6 +116,9 @@ func (o *Options) fill() error {
 	}
 	if len(o.Key) < wire.MinKeySize {
 		return fmt.Errorf("cluster key of %d bytes: need at least %d", len(o.Key), wire.MinKeySize)
+	}
+	if o.LabAPI != "" && !o.Lab {
+		return errors.New("the TCP control API is only for the lab (-lab)")
 	}
 	if o.StateDir == "" || o.Socket == "" {
 		return errors.New("state directory and socket are required")
@@ -463,6 +471,9 @@ func (d *Daemon) Close() {
 		if d.apiL != nil {
 			_ = d.apiL.Close()
 			_ = os.Remove(d.opts.Socket)
+		}
+		if d.labL != nil {
+			_ = d.labL.Close()
 		}
 		if d.metrics != nil {
 			_ = d.metrics.Close()

@@ -107,7 +107,7 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (*ExecConn, error) {
 		return nil, err
 	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.socket)
+	conn, err := d.DialContext(ctx, c.network, c.socket)
 	if err != nil {
 		return nil, fmt.Errorf("%w (socket %s: %v)", ErrNoDaemon, c.socket, err)
 	}

@@ -128,21 +128,26 @@ type Error struct {
 
 // Client talks to one daemon.
 type Client struct {
-	socket string
-	hc     *http.Client
+	network string
+	socket  string // the address
+	hc      *http.Client
 }
 
 // New makes a client of the daemon listening on socket.
-func New(socket string) *Client {
+func New(socket string) *Client { return Dial("unix", socket) }
+
+// Dial makes a client of a daemon at addr on network ("unix" for the
+// socket; "tcp" for the lab's API of clusterd -lab-api, on a VM).
+func Dial(network, addr string) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return d.DialContext(ctx, network, addr)
 		},
 		DisableCompression: true,
 		MaxIdleConns:       2,
 	}
-	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
+	return &Client{network: network, socket: addr, hc: &http.Client{Transport: tr}}
 }
 
 // Close releases idle connections.
