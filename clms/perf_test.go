@@ -77,7 +77,7 @@ func p99(ds []time.Duration) time.Duration {
 // random moment and measures, in simulated time, how long until every
 // survivor applied its nodedown, and then how long cleanup took (until
 // every survivor applied DOWN).
-func crashRounds(t *testing.T, n, rounds int, master bool) (detect, cleanup []time.Duration) {
+func crashRounds(t tb, n, rounds int, master bool) (detect, cleanup []time.Duration) {
 	for r := 0; r < rounds; r++ {
 		seed := uint64(1000*n + r)
 		c, evs := perfCluster(t, seed, n, sim.Link{Latency: time.Millisecond})

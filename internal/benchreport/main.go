@@ -15,7 +15,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strconv"
@@ -34,11 +37,13 @@ const (
 	ratioMax kind = iota // num/den must be at most bound
 	ratioMin             // num/den must be at least bound
 	absMax               // num must be at most bound; den is shown for reference
+	absMin               // num must be at least bound; den is shown for reference
 	info                 // num/den is shown, no verdict
 )
 
-// goal is one performance goal.
+// goal is one performance goal, in an area of the report.
 type goal struct {
+	area     string
 	what     string
 	kind     kind
 	num, den figure
@@ -46,27 +51,6 @@ type goal struct {
 }
 
 func ns(bench string) figure { return figure{bench, "ns/op"} }
-
-var goals = []goal{
-	{"bare simulator vs container/heap, 10 nodes", ratioMax, ns("SimBare/nodes=10"), ns("HeapBaseline/nodes=10"), 3},
-	{"bare simulator vs container/heap, 100 nodes", ratioMax, ns("SimBare/nodes=100"), ns("HeapBaseline/nodes=100"), 3},
-	{"bare simulator vs container/heap, 1000 nodes", ratioMax, ns("SimBare/nodes=1000"), ns("HeapBaseline/nodes=1000"), 3},
-	{"bare simulator vs container/heap, 10000 nodes", ratioMax, ns("SimBare/nodes=10000"), ns("HeapBaseline/nodes=10000"), 3},
-	{"cost per event, 10000 vs 10 nodes, fixed load", ratioMax, ns("SimScale/nodes=10000"), ns("SimScale/nodes=10"), 1.5},
-
-	{"ICS sync RPC p50 vs raw TCP ping-pong (ns)", ratioMax,
-		figure{"RPCLatency/ics", "p50-ns"}, figure{"RPCLatency/rawtcp", "p50-ns"}, 2},
-	{"ICS sync RPC p99 vs raw TCP ping-pong (ns)", info,
-		figure{"RPCLatency/ics", "p99-ns"}, figure{"RPCLatency/rawtcp", "p99-ns"}, 0},
-	{"ICS vs net/rpc, 32 callers (calls/s)", ratioMin,
-		figure{"RPCThroughput/ics", "calls/s"}, figure{"RPCThroughput/netrpc", "calls/s"}, 1.5},
-	{"ICS 64 MiB bulk vs raw TCP copy (MB/s)", ratioMin,
-		figure{"Bulk/ics", "MB/s"}, figure{"Bulk/rawtcp", "MB/s"}, 0.5},
-	{"small-call p99 beside bulk, ICS (raw) (ns)", absMax,
-		figure{"Bulk/ics", "small-p99-ns"}, figure{"Bulk/rawtcp", "small-p99-ns"}, 5e6},
-	{"ICS on sim ns/msg vs bare sim ns/event", ratioMax,
-		figure{"SimTransport/ics", "ns/msg"}, figure{"SimTransport/bare", "ns/event"}, 3},
-}
 
 var line = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
 
@@ -91,50 +75,89 @@ func parse(sc *bufio.Scanner) (map[figure]float64, error) {
 	return figs, sc.Err()
 }
 
+// row is one goal as measured.
+type row struct {
+	goal
+	a, b     float64
+	okA, okB bool
+	verdict  string // "met", "NOT MET", "(info)", "MISSING"
+}
+
+func judge(figs map[figure]float64) (rows []row, missing bool) {
+	for _, g := range goals {
+		r := row{goal: g}
+		r.a, r.okA = figs[g.num]
+		r.b, r.okB = figs[g.den]
+		needDen := g.kind == ratioMax || g.kind == ratioMin || (g.kind == info && g.den.bench != "")
+		switch {
+		case !r.okA || (needDen && !r.okB):
+			r.verdict = "MISSING"
+			if g.kind != info {
+				missing = true
+			}
+		case g.kind == info:
+			r.verdict = "(info)"
+		default:
+			met := false
+			switch g.kind {
+			case ratioMax:
+				met = r.a/r.b <= g.bound
+			case ratioMin:
+				met = r.a/r.b >= g.bound
+			case absMax:
+				met = r.a <= g.bound
+			case absMin:
+				met = r.a >= g.bound
+			}
+			r.verdict = "met"
+			if !met {
+				r.verdict = "NOT MET"
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows, missing
+}
+
+func (r row) ratioText() string {
+	if r.okA && r.okB && r.b != 0 && (r.kind == ratioMax || r.kind == ratioMin || r.kind == info) {
+		return fmt.Sprintf("%.2f", r.a/r.b)
+	}
+	return "-"
+}
+
+func fnum(v float64, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
 func main() {
-	figs, err := parse(bufio.NewScanner(os.Stdin))
+	md := flag.String("md", "", "also write the benchmark page (markdown) to this `file`, with its plots beside it")
+	label := flag.String("label", "", "what ran (e.g. \"make bench QUICK=1\"), for the page")
+	flag.Parse()
+	raw, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(3)
 	}
-	missing := false
-	fmt.Printf("%-48s %12s %12s %8s %8s  %s\n", "goal", "figure", "baseline", "ratio", "bound", "verdict")
-	for _, g := range goals {
-		a, okA := figs[g.num]
-		b, okB := figs[g.den]
-		if !okA || (!okB && g.kind != absMax) {
-			if g.kind == info {
-				fmt.Printf("%-48s %12s %12s %8s %8s  (info: benchmark did not run)\n", g.what, "-", "-", "-", "-")
-				continue
-			}
-			fmt.Printf("%-48s %12s %12s %8s %8s  MISSING (benchmark did not run)\n", g.what, "-", "-", "-", g.boundText())
-			missing = true
-			continue
+	figs, err := parse(bufio.NewScanner(bytes.NewReader(raw)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(3)
+	}
+	rows, missing := judge(figs)
+	fmt.Printf("%-60s %14s %14s %8s %8s  %s\n", "goal", "figure", "baseline", "ratio", "bound", "verdict")
+	for _, r := range rows {
+		fmt.Printf("%-60s %14s %14s %8s %8s  %s\n", r.what, fnum(r.a, r.okA), fnum(r.b, r.okB), r.ratioText(), r.boundText(), r.verdict)
+	}
+	if *md != "" {
+		if err := writePage(*md, *label, rows, figs); err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+			os.Exit(3)
 		}
-		base, ratio := "-", "-"
-		if okB {
-			base = fmt.Sprintf("%12.1f", b)
-		}
-		var met bool
-		switch g.kind {
-		case ratioMax:
-			met = a/b <= g.bound
-		case ratioMin:
-			met = a/b >= g.bound
-		case absMax:
-			met = a <= g.bound
-		}
-		if g.kind != absMax {
-			ratio = fmt.Sprintf("%8.2f", a/b)
-		}
-		verdict := "met"
-		switch {
-		case g.kind == info:
-			verdict = "(info)"
-		case !met:
-			verdict = "NOT MET"
-		}
-		fmt.Printf("%-48s %12.1f %12s %8s %8s  %s\n", g.what, a, base, ratio, g.boundText(), verdict)
+		fmt.Println("wrote", *md)
 	}
 	if missing {
 		os.Exit(1)
@@ -145,14 +168,18 @@ func main() {
 func (g goal) boundText() string {
 	switch g.kind {
 	case ratioMax:
-		return fmt.Sprintf("<=%.1f", g.bound)
+		return fmt.Sprintf("<=%.3g", g.bound)
 	case ratioMin:
-		return fmt.Sprintf(">=%.1f", g.bound)
-	case absMax:
-		if strings.HasSuffix(g.num.unit, "-ns") {
-			return "<=" + time.Duration(g.bound).String()
+		return fmt.Sprintf(">=%.3g", g.bound)
+	case absMax, absMin:
+		op := "<="
+		if g.kind == absMin {
+			op = ">="
 		}
-		return "<=" + strconv.FormatFloat(g.bound, 'g', -1, 64)
+		if strings.HasSuffix(g.num.unit, "-ns") {
+			return op + time.Duration(g.bound).String()
+		}
+		return op + strconv.FormatFloat(g.bound, 'g', -1, 64)
 	}
 	return "-"
 }

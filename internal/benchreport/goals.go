@@ -1,0 +1,57 @@
+package main
+
+import "fmt"
+
+// Areas of the report, in page order.
+const (
+	areaSim      = "Simulator"
+	areaICS      = "ICS"
+	areaCLMS     = "Membership in the simulator"
+	areaFailover = "Failover on real daemons"
+	areaDaemon   = "The daemon"
+	areaLab      = "The lab"
+)
+
+var areas = []string{areaSim, areaICS, areaCLMS, areaFailover, areaDaemon, areaLab}
+
+// goals are every performance goal of the issues, each next to the
+// figure that judges it.
+var goals = func() []goal {
+	g := []goal{
+		{areaSim, "bare simulator vs container/heap, 10 nodes", ratioMax, ns("SimBare/nodes=10"), ns("HeapBaseline/nodes=10"), 3},
+		{areaSim, "bare simulator vs container/heap, 100 nodes", ratioMax, ns("SimBare/nodes=100"), ns("HeapBaseline/nodes=100"), 3},
+		{areaSim, "bare simulator vs container/heap, 1000 nodes", ratioMax, ns("SimBare/nodes=1000"), ns("HeapBaseline/nodes=1000"), 3},
+		{areaSim, "bare simulator vs container/heap, 10000 nodes", ratioMax, ns("SimBare/nodes=10000"), ns("HeapBaseline/nodes=10000"), 3},
+		{areaSim, "cost per event, 10000 vs 10 nodes, fixed load", ratioMax, ns("SimScale/nodes=10000"), ns("SimScale/nodes=10"), 1.5},
+
+		{areaICS, "ICS sync RPC p50 vs raw TCP ping-pong (ns)", ratioMax,
+			figure{"RPCLatency/ics", "p50-ns"}, figure{"RPCLatency/rawtcp", "p50-ns"}, 2},
+		{areaICS, "ICS sync RPC p99 vs raw TCP ping-pong (ns)", info,
+			figure{"RPCLatency/ics", "p99-ns"}, figure{"RPCLatency/rawtcp", "p99-ns"}, 0},
+		{areaICS, "ICS vs net/rpc, 32 callers (calls/s)", ratioMin,
+			figure{"RPCThroughput/ics", "calls/s"}, figure{"RPCThroughput/netrpc", "calls/s"}, 1.5},
+		{areaICS, "ICS 64 MiB bulk vs raw TCP copy (MB/s)", ratioMin,
+			figure{"Bulk/ics", "MB/s"}, figure{"Bulk/rawtcp", "MB/s"}, 0.5},
+		{areaICS, "small-call p99 beside bulk, ICS (raw) (ns)", absMax,
+			figure{"Bulk/ics", "small-p99-ns"}, figure{"Bulk/rawtcp", "small-p99-ns"}, 5e6},
+		{areaICS, "ICS on sim ns/msg vs bare sim ns/event", ratioMax,
+			figure{"SimTransport/ics", "ns/msg"}, figure{"SimTransport/bare", "ns/event"}, 3},
+
+		{areaCLMS, "simulation speed with heartbeats, 100 nodes (sim-s/wall-s)", absMin,
+			figure{"SimSpeed/nodes=100", "sim-s/wall-s"}, figure{}, 100},
+		{areaCLMS, "simulation speed with heartbeats, 1000 nodes (sim-s/wall-s)", absMin,
+			figure{"SimSpeed/nodes=1000", "sim-s/wall-s"}, figure{}, 10},
+	}
+	for _, n := range []int{3, 32, 125} {
+		g = append(g, goal{areaCLMS, fmt.Sprintf("member crash to nodedown on all, %d nodes (sim ms)", n), absMax,
+			figure{fmt.Sprintf("Scale/nodes=%d", n), "detect-sim-ms"}, figure{}, 500})
+	}
+	for _, n := range []int{512, 1024} {
+		g = append(g, goal{areaCLMS, fmt.Sprintf("member crash to nodedown on all, %d nodes (sim ms)", n), info,
+			figure{fmt.Sprintf("Scale/nodes=%d", n), "detect-sim-ms"}, figure{}, 0})
+	}
+	g = append(g,
+		goal{areaLab, "swarm seeds per minute, one job", info, figure{"Swarm", "seeds/min"}, figure{}, 0},
+	)
+	return g
+}()
