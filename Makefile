@@ -55,9 +55,9 @@ lint: ## gofmt, go vet, staticcheck and the core-purity rule
 	$(GO) test -count=1 ./internal/purity/
 
 .PHONY: bench
-bench: ## benchmarks, each reported as a ratio to a baseline measured in the same run
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./sim/ ./ics/ | tee bench.out
-	$(GO) run ./internal/benchreport < bench.out
+bench: ## every benchmark, as ratios to baselines of the same run; writes docs/BENCHMARKS.md (QUICK=1: under 10 minutes)
+	$(if $(QUICK),BENCH_QUICK=1) $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m $(if $(QUICK),-benchtime 200ms) ./sim/ ./ics/ ./clms/ ./scenarios/lab/ | tee bench.out
+	$(GO) run ./internal/benchreport -md docs/BENCHMARKS.md -label "make bench$(if $(QUICK), QUICK=1)" < bench.out
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME (default 1m) each, and keep the corpus in testdata/
