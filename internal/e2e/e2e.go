@@ -125,6 +125,36 @@ func (e *Cluster) Start(n int, extra ...string) {
 	e.procs[n] = cmd
 }
 
+// Stop sends sig to node n's daemon and waits up to d for it to exit;
+// it returns the exit error (nil for status 0).
+func (e *Cluster) Stop(n int, sig syscall.Signal, d time.Duration) error {
+	c := e.procs[n]
+	if c == nil {
+		return fmt.Errorf("n%d is not running", n)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	_ = c.Process.Signal(sig)
+	select {
+	case err := <-done:
+		delete(e.procs, n)
+		return err
+	case <-time.After(d):
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		<-done
+		delete(e.procs, n)
+		return fmt.Errorf("n%d did not exit within %v of %v", n, d, sig)
+	}
+}
+
+// Pid is node n's daemon's process id, 0 if it is not running.
+func (e *Cluster) Pid(n int) int {
+	if c := e.procs[n]; c != nil {
+		return c.Process.Pid
+	}
+	return 0
+}
+
 // Kill kills node n's daemon (SIGKILL) and waits for it.
 func (e *Cluster) Kill(n int) {
 	if c := e.procs[n]; c != nil {
