@@ -10,6 +10,8 @@ FUZZTIME  ?= 1m
 TESTFLAGS ?=
 # Scenario files for `make sim` / `make vm`.
 SCENARIO  ?= scenarios
+# Extra flags for `make vm`, e.g. VMFLAGS=--measure or --keep.
+VMFLAGS   ?=
 
 .PHONY: help
 help: ## list the targets
@@ -31,11 +33,10 @@ netns: ## run scenarios/ with real clusterd daemons in network namespaces (root)
 
 .PHONY: vm
 vm: ## run scenarios/vm on QEMU virtual machines (root; installs QEMU on first use)
-ifeq ($(wildcard scenarios/vm),)
-	@echo "make vm: the VM lab has not landed yet: no VM scenario runs, nothing passed."
-else
-	$(GO) run ./cmd/clusterlab vm $(if $(filter scenarios,$(SCENARIO)),scenarios/vm,$(SCENARIO))
-endif
+	@command -v qemu-system-x86_64 >/dev/null && command -v mkfs.ext4 >/dev/null || { \
+	  echo "make vm: installing qemu-system-x86 and e2fsprogs (first use)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 e2fsprogs >/dev/null; }
+	$(GO) run ./cmd/clusterlab vm $(VMFLAGS) $(if $(filter scenarios,$(SCENARIO)),scenarios/vm,$(SCENARIO))
 
 .PHONY: test
 test: ## run every test once (under 10 minutes)

@@ -3,7 +3,8 @@
 //
 //	clusterlab sim   [--seed N] [--runs K] [--report FILE.json] [--trace DIR] FILE|DIR ...
 //	clusterlab netns [--report FILE.json] [--trace DIR] FILE|DIR ...
-//	clusterlab vm    [--report FILE.json] [--trace DIR] FILE|DIR ...
+//	clusterlab vm    [--report FILE.json] [--trace DIR] [--keep] [--measure] FILE|DIR ...
+//	clusterlab compare [--keep] FILE|DIR ...   # simulator and VMs must agree
 //	clusterlab check FILE|DIR ...
 //
 // Exit status: 0 every scenario passed; 1 at least one ran and failed;
@@ -39,7 +40,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   clusterlab sim   [--seed N] [--runs K] [--report FILE.json] [--trace DIR] [--html FILE] FILE|DIR ...
   clusterlab netns [--report FILE.json] [--trace DIR] FILE|DIR ...
-  clusterlab vm    [--report FILE.json] [--trace DIR] FILE|DIR ...
+  clusterlab vm    [--report FILE.json] [--trace DIR] [--keep] [--measure] FILE|DIR ...
+  clusterlab compare [--keep] FILE|DIR ...
   clusterlab check FILE|DIR ...
   clusterlab swarm --seeds N [--start S] [--jobs J] [--shard I/K] [--out DIR]
   clusterlab shrink [--seed N] [--out FILE] [--tries K] FILE
@@ -72,9 +74,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	traceDir := fs.String("trace", "", "write one trace file per run into this directory")
 	htmlOut := fs.String("html", "", "write a timeline page per run (FILE.html, or FILE-NAME-seedN.html for several runs)")
 	clusterd := fs.String("clusterd", "", "netns: the clusterd binary (default: built from this source tree)")
-	keep := fs.Bool("keep", false, "netns: keep each run's configs, state and logs")
+	keep := fs.Bool("keep", false, "netns, vm: keep each run's files (configs, state, logs, guest consoles and disks)")
+	measure := fs.Bool("measure", false, "vm: also boot a bare VM and report boot-to-converged times, memory and nodedown detection beside the simulator's")
 	switch cmd {
-	case "sim", "netns", "vm", "check":
+	case "sim", "netns", "vm", "check", "compare":
 	case "-h", "--help", "help":
 		usage(stdout)
 		return exitPass
@@ -91,8 +94,20 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		if f.Name == "seed" {
 			seedSet = true
 		}
-		if cmd != "netns" && (f.Name == "clusterd" || f.Name == "keep") {
-			fmt.Fprintf(stderr, "clusterlab %s: --%s is only for netns\n", cmd, f.Name)
+		if cmd != "netns" && f.Name == "clusterd" {
+			fmt.Fprintf(stderr, "clusterlab %s: --%s is only for netns (vm builds clusterd from this source tree)\n", cmd, f.Name)
+			code = exitInvalid
+		}
+		if cmd != "netns" && cmd != "vm" && cmd != "compare" && f.Name == "keep" {
+			fmt.Fprintf(stderr, "clusterlab %s: --keep is only for netns, vm and compare\n", cmd)
+			code = exitInvalid
+		}
+		if cmd != "vm" && f.Name == "measure" {
+			fmt.Fprintf(stderr, "clusterlab %s: --measure is only for vm\n", cmd)
+			code = exitInvalid
+		}
+		if cmd == "compare" && (f.Name == "report" || f.Name == "trace" || f.Name == "html") {
+			fmt.Fprintf(stderr, "clusterlab compare: --%s is not supported\n", f.Name)
 			code = exitInvalid
 		}
 		if cmd != "sim" && (f.Name == "seed" || f.Name == "runs") {
@@ -139,9 +154,20 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintf(stdout, "%d scenario files valid\n", len(scs))
 		return exitPass
 	}
-	if cmd == "vm" {
-		fmt.Fprintf(stderr, "clusterlab vm: this backend has not landed yet; `clusterlab sim` and `clusterlab netns` run scenarios\n")
-		return exitInternal
+	var vmEnv *vmSetup
+	if cmd == "vm" || cmd == "compare" {
+		vmEnv, err = prepareVM(stdout, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "clusterlab %s: %v\n", cmd, err)
+			return exitInternal
+		}
+		defer vmEnv.close()
+		if cmd == "compare" {
+			return compare(scs, vmEnv, *keep, stdout)
+		}
+		if *measure {
+			vmEnv.measureBaseline(stdout)
+		}
 	}
 	if cmd == "netns" {
 		if os.Geteuid() != 0 {
@@ -196,7 +222,9 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 				tw = tf
 			}
 			var res *lab.Result
-			if cmd == "netns" {
+			if cmd == "vm" {
+				res = vmEnv.run(sc, lab.Options{Seed: s, Trace: tw}, *keep, *measure, stdout)
+			} else if cmd == "netns" {
 				res = lab.RunNetns(sc, lab.NetnsOptions{Options: lab.Options{Seed: s, Trace: tw}, Clusterd: *clusterd, Keep: *keep})
 			} else {
 				res = lab.Run(sc, lab.Options{Seed: s, Trace: tw})
@@ -225,6 +253,9 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 			}
 			if !res.Passed || !progress {
 				printResult(stdout, sc, res)
+			}
+			if vmEnv != nil {
+				vmEnv.printMeasures(stdout)
 			}
 			if progress {
 				done := len(results)
