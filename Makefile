@@ -56,8 +56,12 @@ lint: ## gofmt, go vet, staticcheck and the core-purity rule
 	$(GO) test -count=1 ./internal/purity/
 
 .PHONY: bench
-bench: ## every benchmark, as ratios to baselines of the same run; writes docs/BENCHMARKS.md (QUICK=1: under 10 minutes)
+bench: ## every benchmark, ratios to baselines of the same run, peers side by side (root); writes docs/BENCHMARKS.md (QUICK=1: short)
 	$(if $(QUICK),BENCH_QUICK=1) $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m $(if $(QUICK),-benchtime 200ms) ./sim/ ./ics/ ./clms/ ./scenarios/lab/ | tee bench.out
+	$(GO) build -o .bin/clusterd ./cmd/clusterd
+	$(GO) build -o .bin/failbench ./internal/failbench/cmd/failbench
+	mkdir -p docs/bench
+	.bin/failbench -clusterd .bin/clusterd $(if $(QUICK),-quick) -json docs/bench/failbench.json | tee -a bench.out
 	$(GO) run ./internal/benchreport -md docs/BENCHMARKS.md -label "make bench$(if $(QUICK), QUICK=1)" < bench.out
 
 .PHONY: fuzz

@@ -50,7 +50,34 @@ var goals = func() []goal {
 		g = append(g, goal{areaCLMS, fmt.Sprintf("member crash to nodedown on all, %d nodes (sim ms)", n), info,
 			figure{fmt.Sprintf("Scale/nodes=%d", n), "detect-sim-ms"}, figure{}, 0})
 	}
+	fo := func(sys string, n int, kind, unit string) figure {
+		return figure{fmt.Sprintf("Failover/%s/n%d/%s", sys, n, kind), unit}
+	}
 	g = append(g,
+		// Issue 6: the member kill p99 at most 1/7 of corosync's median
+		// with token 1000 ms; the master kill p99 at most 1/2 of it.
+		goal{areaFailover, "member kill, 3 nodes: clusterd p99 vs corosync token=1000 p50", ratioMax,
+			fo("clusterd", 3, "member", "p99-ns"), fo("corosync-token1000", 3, "member", "p50-ns"), 1.0 / 7},
+		goal{areaFailover, "master kill, 3 nodes: clusterd p99 vs corosync token=1000 p50", ratioMax,
+			fo("clusterd", 3, "master", "p99-ns"), fo("corosync-token1000", 3, "member", "p50-ns"), 0.5},
+	)
+	for _, n := range []int{3, 5} {
+		for _, peer := range []string{"corosync-default", "corosync-token1000", "memberlist-lan", "memberlist-local"} {
+			g = append(g, goal{areaFailover, fmt.Sprintf("member kill, %d nodes: clusterd p50 vs %s p50", n, peer), info,
+				fo("clusterd", n, "member", "p50-ns"), fo(peer, n, "member", "p50-ns"), 0})
+		}
+	}
+	for _, sys := range []string{"clusterd", "corosync-default", "corosync-token1000", "memberlist-lan", "memberlist-local"} {
+		k := info
+		if sys == "clusterd" {
+			k = absMax
+		}
+		g = append(g, goal{areaFailover, "false nodedowns at 5% loss, 5 nodes, " + sys, k,
+			figure{"FalsePositives/" + sys + "/n5", "false-nodedowns"}, figure{}, 0})
+	}
+	g = append(g,
+		goal{areaDaemon, "clusterd resident memory, 5-node cluster, largest (bytes)", absMax,
+			figure{"RSS/clusterd/n5", "max-rss-bytes"}, figure{}, 30 << 20},
 		goal{areaLab, "swarm seeds per minute, one job", info, figure{"Swarm", "seeds/min"}, figure{}, 0},
 	)
 	return g

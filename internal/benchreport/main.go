@@ -179,6 +179,9 @@ func (g goal) boundText() string {
 		if strings.HasSuffix(g.num.unit, "-ns") {
 			return op + time.Duration(g.bound).String()
 		}
+		if strings.HasSuffix(g.num.unit, "-bytes") {
+			return fmt.Sprintf("%s%g MiB", op, g.bound/(1<<20))
+		}
 		return op + strconv.FormatFloat(g.bound, 'g', -1, 64)
 	}
 	return "-"
