@@ -165,18 +165,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://clusterd"+path, body)
+	resp, err := c.request(ctx, method, path, body)
 	if err != nil {
 		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return c.connErr(err)
 	}
 	defer resp.Body.Close()
-	if err := checkResp(resp); err != nil {
-		return err
-	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
@@ -185,6 +178,24 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("libcluster: bad answer to %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// request sends one request and returns the response of a 2xx answer;
+// any other answer becomes an *APIError, with its body closed.
+func (c *Client) request(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://clusterd"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.connErr(err)
+	}
+	if err := checkResp(resp); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (c *Client) connErr(err error) error {
@@ -294,18 +305,11 @@ func (c *Client) LabEvents(ctx context.Context, f func(LabEvent) error) error {
 }
 
 func (c *Client) stream(ctx context.Context, path string, line func([]byte) error) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://clusterd"+path, nil)
+	resp, err := c.request(ctx, "GET", path, nil)
 	if err != nil {
 		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return c.connErr(err)
 	}
 	defer resp.Body.Close()
-	if err := checkResp(resp); err != nil {
-		return err
-	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {

@@ -59,7 +59,7 @@ type netnsBackend struct {
 	evs     chan labEv
 	pending []labEv // received, waiting to be delivered in time order
 	nevents uint64
-	timers  []labTimer
+	timers  wallTimers
 	blocks  map[[2]node.ID]bool
 	lost    map[[2]node.ID]bool // links at 100% loss
 	drift   map[node.ID]clockDrift
@@ -69,6 +69,59 @@ type netnsBackend struct {
 type labTimer struct {
 	at time.Duration
 	f  func()
+}
+
+// wallTimers are a real backend's pending `after` calls, in due order.
+type wallTimers []labTimer
+
+func (t *wallTimers) add(at time.Duration, f func()) {
+	*t = append(*t, labTimer{at: at, f: f})
+	sort.SliceStable(*t, func(i, j int) bool { return (*t)[i].at < (*t)[j].at })
+}
+
+// fire runs the timers due at now.
+func (t *wallTimers) fire(now time.Duration) {
+	for len(*t) > 0 && (*t)[0].at <= now {
+		f := (*t)[0].f
+		*t = (*t)[1:]
+		f()
+	}
+}
+
+// wallTurn is a real backend's duties between drains: due timers, and
+// drifting clocks moved on; it reports the run's internal error, if any.
+func wallTurn(now time.Duration, t *wallTimers, drift map[node.ID]clockDrift, apply func(node.ID) error, note func(string), res *Result) error {
+	t.fire(now)
+	for id := range drift {
+		if err := apply(id); err != nil {
+			note(fmt.Sprintf("clock of n%d: %v", id, err))
+		}
+	}
+	if res.InternalError != "" {
+		return errors.New(res.InternalError)
+	}
+	return nil
+}
+
+// runWall is runFor for the backends that run in wall-clock time
+// (netns, vm): each turn runs the backend's own duties (due timers, clock
+// drift; an error ends the run), checks stop, and otherwise drains events
+// for at most step.
+func runWall(now func() time.Duration, d, step time.Duration, turn func() error, stop func() bool, drain func(time.Duration)) (bool, error) {
+	end := now() + d
+	for {
+		if err := turn(); err != nil {
+			return false, err
+		}
+		if stop != nil && stop() {
+			return true, nil
+		}
+		left := end - now()
+		if left <= 0 {
+			return false, nil
+		}
+		drain(min(step, left))
+	}
 }
 
 type clockDrift struct {
@@ -458,8 +511,7 @@ func (b *netnsBackend) heal() {
 }
 
 func (b *netnsBackend) after(d time.Duration, f func()) {
-	b.timers = append(b.timers, labTimer{at: b.now() + d, f: f})
-	sort.SliceStable(b.timers, func(i, j int) bool { return b.timers[i].at < b.timers[j].at })
+	b.timers.add(b.now()+d, f)
 }
 
 func (b *netnsBackend) blocked(a, c node.ID) bool {
@@ -550,30 +602,13 @@ func (b *netnsBackend) internal(err error) {
 // runFor lets d of wall-clock time pass, delivering events and due
 // timers, and checking stop every 20ms.
 func (b *netnsBackend) runFor(d time.Duration, stop func() bool) (bool, error) {
-	end := b.now() + d
-	for {
-		for len(b.timers) > 0 && b.timers[0].at <= b.now() {
-			t := b.timers[0]
-			b.timers = b.timers[1:]
-			t.f()
-		}
-		for id := range b.drift {
-			if err := b.applyClock(id); err != nil {
-				b.note(fmt.Sprintf("clock of n%d: %v", id, err))
-			}
-		}
-		if b.r.res.InternalError != "" {
-			return false, errors.New(b.r.res.InternalError)
-		}
-		if stop != nil && stop() {
-			return true, nil
-		}
-		left := end - b.now()
-		if left <= 0 {
-			return false, nil
-		}
-		b.drain(min(20*time.Millisecond, left))
-	}
+	return runWall(b.now, d, 20*time.Millisecond, b.turn, stop, b.drain)
+}
+
+// turn runs due timers and moves drifting clocks; it reports the run's
+// internal error, if any.
+func (b *netnsBackend) turn() error {
+	return wallTurn(b.now(), &b.timers, b.drift, b.applyClock, b.note, b.r.res)
 }
 
 func (b *netnsBackend) report(id node.ID) (report, bool) {

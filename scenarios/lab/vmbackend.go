@@ -69,7 +69,7 @@ type vmBackend struct {
 	evs     chan vmEv
 	pending []vmEv
 	nevents uint64
-	timers  []labTimer
+	timers  wallTimers
 	blocks  map[[2]node.ID]bool
 	loss    map[[2]node.ID]float64
 	drift   map[node.ID]clockDrift
@@ -461,8 +461,7 @@ func (b *vmBackend) heal() {
 }
 
 func (b *vmBackend) after(d time.Duration, f func()) {
-	b.timers = append(b.timers, labTimer{at: b.now() + d, f: f})
-	sort.SliceStable(b.timers, func(i, j int) bool { return b.timers[i].at < b.timers[j].at })
+	b.timers.add(b.now()+d, f)
 }
 
 func (b *vmBackend) blocked(a, c node.ID) bool {
@@ -564,34 +563,26 @@ func (b *vmBackend) internal(err error) {
 // runFor lets d pass, delivering events and timers, checking stop every
 // 100ms (each check asks every guest for its status).
 func (b *vmBackend) runFor(d time.Duration, stop func() bool) (bool, error) {
-	end := b.now() + d
-	for {
-		for len(b.timers) > 0 && b.timers[0].at <= b.now() {
-			t := b.timers[0]
-			b.timers = b.timers[1:]
-			t.f()
-		}
-		for id := range b.drift {
-			if err := b.applyClock(id); err != nil {
-				b.note(fmt.Sprintf("clock of n%d: %v", id, err))
+	if stop != nil {
+		inner := stop
+		stop = func() bool {
+			if !inner() {
+				return false
 			}
-		}
-		if b.r.res.InternalError != "" {
-			return false, errors.New(b.r.res.InternalError)
-		}
-		if stop != nil && stop() {
 			if !b.conv && b.o.OnConverged != nil {
 				b.conv = true
 				b.o.OnConverged(b.now(), b.c.RSS())
 			}
-			return true, nil
+			return true
 		}
-		left := end - b.now()
-		if left <= 0 {
-			return false, nil
-		}
-		b.drain(min(100*time.Millisecond, left))
 	}
+	return runWall(b.now, d, 100*time.Millisecond, b.turn, stop, b.drain)
+}
+
+// turn runs due timers and moves drifting clocks; it reports the run's
+// internal error, if any.
+func (b *vmBackend) turn() error {
+	return wallTurn(b.now(), &b.timers, b.drift, b.applyClock, b.note, b.r.res)
 }
 
 func (b *vmBackend) report(id node.ID) (report, bool) {
