@@ -308,3 +308,19 @@ func (s *Service) SetNodeState(n node.ID, to State) error {
 	s.propose(n, r.inc, r.state, to, CauseAdmin)
 	return nil
 }
+
+// Stats are counters of this node's CLMS work since it started, for
+// metrics and for tests that bound the protocol's cost.
+type Stats struct {
+	// EntriesSent is how many history entries this node's beacons
+	// carried while it was master (each node needs every entry once).
+	EntriesSent uint64
+	// StaleProposalsSkipped is how many committed proposals were found
+	// invalid against the state they committed on and skipped.
+	StaleProposalsSkipped uint64
+}
+
+// Stats returns the counters.
+func (s *Service) Stats() Stats {
+	return Stats{EntriesSent: s.entriesSent, StaleProposalsSkipped: s.skippedStales}
+}

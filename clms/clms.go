@@ -23,6 +23,7 @@ type Service struct {
 	self node.ID
 	cand bool
 	inc  uint64 // our incarnation (the ICS endpoint's)
+	sbuf []byte // send's encoding buffer
 
 	// Consensus, on candidates only.
 	rn            *raft.RawNode
@@ -38,6 +39,7 @@ type Service struct {
 	persistedIdx  uint64
 	appliedIdx    uint64
 	skippedStales uint64
+	entriesSent   uint64 // history entries carried by this node's beacons
 
 	// The replicated state, as applied here.
 	hist  []Transition
@@ -109,6 +111,13 @@ type heard struct {
 	applied uint64
 	cleaned uint64
 	flags   uint8
+	// sent is the last history entry a beacon carried to this
+	// incarnation, at sentAt. Until its heartbeat can have acknowledged
+	// them, later beacons carry only newer entries: resending everything
+	// past applied on every beacon made forming n nodes cost O(n²)
+	// entries on the wire.
+	sent   uint64
+	sentAt time.Duration
 }
 
 type suspicion struct {
@@ -293,8 +302,10 @@ func (s *Service) send(to node.ID, m *message) {
 	if to == s.self {
 		return
 	}
-	b := encode(nil, m)
-	_ = s.ep.SendDatagram(to, 0, b)
+	// ICS seals the payload into a frame of its own: the encoding buffer
+	// can be reused at once.
+	s.sbuf = encode(s.sbuf[:0], m)
+	_ = s.ep.SendDatagram(to, 0, s.sbuf)
 }
 
 // ---- consensus -------------------------------------------------------
@@ -515,14 +526,18 @@ func (s *Service) apply(t Transition, index uint64) {
 	} else {
 		delete(s.cleaning, t.Node)
 	}
-	if wasIn != r.state.InView() {
-		s.view = s.view[:0]
-		for id, x := range s.nodes {
-			if x.state.InView() {
-				s.view = append(s.view, id)
-			}
+	// The view changes by one node at a time: keep it sorted by inserting
+	// or removing that node, not by rebuilding it from every record (which
+	// made forming a 1000-node cluster cost n log n per transition on
+	// every node).
+	if in := r.state.InView(); wasIn != in {
+		i, found := slices.BinarySearch(s.view, t.Node)
+		switch {
+		case in && !found:
+			s.view = slices.Insert(s.view, i, t.Node)
+		case !in && found:
+			s.view = slices.Delete(s.view, i, i+1)
 		}
-		slices.Sort(s.view)
 	}
 	s.obs(Event{Kind: EvApplied, Node: s.self, T: t, View: slices.Clone(s.view), Index: index})
 	s.notifyDue = true
@@ -677,7 +692,9 @@ func (s *Service) datagram(from node.ID, inc uint64, b []byte) {
 	case mFetch:
 		if s.m != nil {
 			if h := s.m.heard[from]; h != nil && h.inc == inc {
+				// It asks again: what was in flight was lost or reordered.
 				h.applied = min(h.applied, m.from-1)
+				h.sent = min(h.sent, m.from-1)
 			}
 			s.push(from, inc, m.from)
 		}

@@ -238,7 +238,11 @@ func (s *Service) onHeartbeat(from node.ID, inc uint64, hb *message) {
 		}
 	}
 	if from != s.self && hb.applied < uint64(len(s.hist)) {
-		s.push(from, inc, hb.applied+1) // behind: send what it lacks now
+		// Behind: send what it lacks now, unless a beacon already on its
+		// way carries all of it.
+		if h := s.inFlight(from, inc); h == nil || h.sent < uint64(len(s.hist)) {
+			s.push(from, inc, hb.applied+1)
+		}
 	}
 	s.masterStep(from, moved)
 }
@@ -345,6 +349,9 @@ func (s *Service) push(id node.ID, inc uint64, from uint64) {
 		from = 1
 	}
 	if !slices.Contains(s.cfg.Candidates, id) {
+		if h := s.inFlight(id, inc); h != nil && h.sent >= from {
+			from = h.sent + 1
+		}
 		size := 64
 		for n := from; n <= uint64(len(s.hist)) && len(m.entries) < 512; n++ {
 			t := s.hist[n-1]
@@ -354,12 +361,33 @@ func (s *Service) push(id node.ID, inc uint64, from uint64) {
 			}
 			m.entries = append(m.entries, t)
 		}
+		s.entriesSent += uint64(len(m.entries))
+		if s.m != nil && len(m.entries) > 0 {
+			if h := s.m.heard[id]; h != nil && h.inc == inc {
+				h.sent, h.sentAt = m.entries[len(m.entries)-1].Num, s.now()
+			}
+		}
 	}
 	if id == s.self {
 		s.onBeacon(s.self, m)
 		return
 	}
 	s.send(id, m)
+}
+
+// inFlight returns what the master knows of incarnation inc of id when
+// entries it sent may still be on their way (less than two heartbeats
+// ago, time for the heartbeat that acknowledges them), else nil: then
+// the next beacon resends everything past what id applied.
+func (s *Service) inFlight(id node.ID, inc uint64) *heard {
+	if s.m == nil || id == s.self {
+		return nil
+	}
+	h := s.m.heard[id]
+	if h == nil || h.inc != inc || s.now()-h.sentAt >= 2*s.cfg.Heartbeat {
+		return nil
+	}
+	return h
 }
 
 // pushAll sends every live node and joiner its beacon.

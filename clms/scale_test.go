@@ -28,7 +28,10 @@ func BenchmarkScale(b *testing.B) {
 			for i := range b.N {
 				c, _ := perfCluster(b, uint64(7000+i), n, sim.Link{Latency: time.Millisecond})
 				form = append(form, c.w.Now())
-				// Steady state: one simulated second of heartbeats.
+				// Steady state: one simulated second of heartbeats, after
+				// one more for the last acknowledgements of the joins to
+				// reach the master (see BenchmarkSimSpeed).
+				_ = c.w.RunFor(time.Second)
 				st0 := c.w.Stats()
 				t0 := time.Now()
 				_ = c.w.RunFor(time.Second)
@@ -46,5 +49,30 @@ func BenchmarkScale(b *testing.B) {
 			b.ReportMetric(speed/float64(b.N), "sim-s/wall-s")
 			b.ReportMetric(perBeat/float64(b.N), "msgs/heartbeat")
 		})
+	}
+}
+
+// TestBeaconsCarryEachEntryAboutOnce bounds what forming a cluster costs
+// on the wire: every member needs each history entry once, and the master
+// must not resend what is still on its way at every beacon (that made
+// forming n nodes cost O(n²) entries per beacon round, 37 s of wall time
+// for 1000 nodes).
+func TestBeaconsCarryEachEntryAboutOnce(t *testing.T) {
+	const n = 150
+	c, _ := perfCluster(t, 3, n, sim.Link{Latency: time.Millisecond})
+	_ = c.w.RunFor(time.Second)
+	var sent uint64
+	for _, id := range c.ids {
+		sent += c.svc(id).Stats().EntriesSent
+	}
+	hist := c.svc(c.ids[0]).Last()
+	// Candidates get the history through raft, the others from beacons.
+	need := uint64(n-3) * hist
+	t.Logf("%d nodes, %d entries: beacons carried %d entries, %.2f per member and entry", n, hist, sent, float64(sent)/float64(need))
+	if sent < need {
+		t.Fatalf("beacons carried %d entries, fewer than the %d the members needed", sent, need)
+	}
+	if float64(sent) > 1.5*float64(need) {
+		t.Fatalf("beacons carried %d entries, %.2fx what the members needed", sent, float64(sent)/float64(need))
 	}
 }
