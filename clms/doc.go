@@ -31,9 +31,11 @@
 // Determinism. Raft's own election timer draws from a process-wide random
 // source, which would make a seed irreproducible, so CLMS drives
 // elections itself: raft's ElectionTick is set out of reach, and each
-// candidate campaigns (with PreVote) when its own timer, drawn from
-// [1x, 2x) of ElectionTimeout with the node's seeded randomness, finds
-// the leader silent. The lease that raft's CheckQuorum would enforce is
+// candidate campaigns (with PreVote) when its own timer, drawn with the
+// node's seeded randomness, finds the leader silent for ElectionTimeout:
+// the timer aims at the leader's last message plus the timeout plus a
+// stagger by rank among the other candidates, so that survivors rarely
+// split the vote (see electionDelay). The lease that raft's CheckQuorum would enforce is
 // enforced here too: a candidate that heard from a live leader within the
 // election timeout ignores vote requests, and a master holds its lease
 // while more than half of the candidates (itself included) answered it
