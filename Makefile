@@ -32,11 +32,15 @@ netns: ## run scenarios/ with real clusterd daemons in network namespaces (root)
 	$(GO) run ./cmd/clusterlab netns --clusterd .bin/clusterd $(SCENARIO)
 
 .PHONY: vm
-vm: ## run scenarios/vm on QEMU virtual machines (root; installs QEMU on first use)
-	@command -v qemu-system-x86_64 >/dev/null && command -v mkfs.ext4 >/dev/null || { \
-	  echo "make vm: installing qemu-system-x86 and e2fsprogs (first use)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 e2fsprogs >/dev/null; }
+vm: vm-deps ## run scenarios/vm on QEMU virtual machines (root; installs QEMU on first use)
 	$(GO) run ./cmd/clusterlab vm $(VMFLAGS) $(if $(filter scenarios,$(SCENARIO)),scenarios/vm,$(SCENARIO))
+
+# QEMU and mkfs.ext4 from Debian's packages, on first use (make vm, make bench).
+.PHONY: vm-deps
+vm-deps:
+	@command -v qemu-system-x86_64 >/dev/null && command -v mkfs.ext4 >/dev/null || { \
+	  echo "make: installing qemu-system-x86 and e2fsprogs (first use)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 e2fsprogs >/dev/null; }
 
 .PHONY: test
 test: ## run every test once (under 10 minutes)
@@ -56,8 +60,9 @@ lint: ## gofmt, go vet, staticcheck and the core-purity rule
 	$(GO) test -count=1 ./internal/purity/
 
 .PHONY: bench
-bench: ## every benchmark, ratios to baselines of the same run, peers side by side (root); writes docs/BENCHMARKS.md (QUICK=1: short)
+bench: vm-deps ## every benchmark, ratios to baselines of the same run, peers side by side (root); writes docs/BENCHMARKS.md (QUICK=1: short)
 	$(if $(QUICK),BENCH_QUICK=1) $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m $(if $(QUICK),-benchtime 200ms) ./sim/ ./ics/ ./clms/ ./scenarios/lab/ | tee bench.out
+	$(GO) run ./cmd/clusterlab vm --measure scenarios/vm/form-5.yaml scenarios/vm/ci-3.yaml | tee -a bench.out
 	$(GO) build -o .bin/clusterd ./cmd/clusterd
 	$(GO) build -o .bin/failbench ./internal/failbench/cmd/failbench
 	mkdir -p docs/bench

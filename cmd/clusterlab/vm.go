@@ -26,6 +26,9 @@ type vmSetup struct {
 	done     chan struct{}
 	baseline time.Duration
 	lines    []string
+	// bench are the same measurements as `go test -bench` lines, which
+	// make bench hands to internal/benchreport with the Go benchmarks'.
+	bench []string
 }
 
 // prepareVM sweeps what crashed runs left, builds the binaries and the
@@ -102,6 +105,7 @@ func (s *vmSetup) measureBaseline(w io.Writer) {
 	}
 	s.baseline = d
 	fmt.Fprintf(w, "vm: one bare VM (same kernel, init powers off at once) boots and exits in %.2fs\n", d.Seconds())
+	s.bench = append(s.bench, fmt.Sprintf("BenchmarkVMBoot/bare \t1\t%d boot-ns", d.Nanoseconds()))
 }
 
 func (s *vmSetup) run(sc *scenarios.Scenario, o lab.Options, keep, measure bool, _ io.Writer) *lab.Result {
@@ -120,15 +124,18 @@ func (s *vmSetup) run(sc *scenarios.Scenario, o lab.Options, keep, measure bool,
 				tot += b
 				ids = append(ids, id)
 			}
+			bl := fmt.Sprintf("BenchmarkVMBoot/%s \t1\t%d converged-ns %d guest-ram-MiB", benchName(sc.Name), at.Nanoseconds(), vm.DefaultMemMiB)
 			if len(rss) > 0 {
 				sort.Ints(ids)
 				mx := int64(0)
 				for _, b := range rss {
 					mx = max(mx, b)
 				}
+				bl += fmt.Sprintf(" %d qemu-rss-avg-bytes %d qemu-rss-max-bytes", tot/int64(len(rss)), mx)
 				s.lines = append(s.lines, fmt.Sprintf("measure: guest RAM %d MiB each; QEMU resident memory per VM %.0f MiB on average, %.0f MiB at most (%d VMs)",
 					vm.DefaultMemMiB, float64(tot)/float64(len(rss))/(1<<20), float64(mx)/(1<<20), len(rss)))
 			}
+			s.bench = append(s.bench, bl)
 		}
 	}
 	res := lab.RunVM(sc, vo)
@@ -136,8 +143,31 @@ func (s *vmSetup) run(sc *scenarios.Scenario, o lab.Options, keep, measure bool,
 		simRes := lab.Run(sc, lab.Options{Seed: o.Seed})
 		s.lines = append(s.lines, nodedownLines("vm ", res)...)
 		s.lines = append(s.lines, nodedownLines("sim", simRes)...)
+		s.bench = append(s.bench, nodedownBench(sc.Name, "vm", res)...)
+		s.bench = append(s.bench, nodedownBench(sc.Name, "sim", simRes)...)
 	}
 	return res
+}
+
+// benchName is a scenario name as one element of a benchmark name.
+func benchName(s string) string { return strings.Join(strings.Fields(s), "_") }
+
+// nodedownBench is each nodedown of res as a benchmark line, named by its
+// place in the run and its node: the fault to its proposal, and to its
+// commit on every survivor.
+func nodedownBench(scenario, env string, res *lab.Result) []string {
+	var out []string
+	for i, d := range res.Nodedowns {
+		if d.FaultAt == nil {
+			continue
+		}
+		l := fmt.Sprintf("BenchmarkVMNodedown/%s/%d-n%d/%s \t1\t%d detect-ns", benchName(scenario), i+1, d.Node, env, int64((d.DetectedAt-*d.FaultAt)*1e9))
+		if d.CommittedAllAt != nil {
+			l += fmt.Sprintf(" %d applied-ns", int64((*d.CommittedAllAt-*d.FaultAt)*1e9))
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // nodedownLines reports each nodedown's detection and commit delay.
@@ -161,6 +191,10 @@ func (s *vmSetup) printMeasures(w io.Writer) {
 		fmt.Fprintf(w, "      %s\n", l)
 	}
 	s.lines = s.lines[:0]
+	for _, l := range s.bench {
+		fmt.Fprintln(w, l)
+	}
+	s.bench = s.bench[:0]
 }
 
 // compare runs each scenario in the simulator and on VMs and checks that

@@ -79,6 +79,17 @@ var goals = func() []goal {
 		goal{areaDaemon, "clusterd resident memory, 5-node cluster, largest (bytes)", absMax,
 			figure{"RSS/clusterd/n5", "max-rss-bytes"}, figure{}, 30 << 20},
 		goal{areaLab, "swarm seeds per minute, one job", info, figure{"Swarm", "seeds/min"}, figure{}, 0},
+		// Issue 7: five VMs from start to converged membership in at most
+		// 5x one bare VM's boot (same kernel, an init that powers off),
+		// measured in the same run; the memory of each VM.
+		goal{areaLab, "five VMs start to converged vs one bare VM boot (ns)", ratioMax,
+			figure{"VMBoot/vm-form-5", "converged-ns"}, figure{"VMBoot/bare", "boot-ns"}, 5},
+		goal{areaLab, "guest RAM per VM (MiB)", absMax, figure{"VMBoot/vm-form-5", "guest-ram-MiB"}, figure{}, 128},
+		goal{areaLab, "QEMU resident memory per VM, largest (bytes)", info, figure{"VMBoot/vm-form-5", "qemu-rss-max-bytes"}, figure{}, 0},
+		goal{areaLab, "crash of n3 on 3 VMs: nodedown applied on every survivor vs the simulator, same file (ns)", info,
+			figure{"VMNodedown/vm-ci-3/1-n3/vm", "applied-ns"}, figure{"VMNodedown/vm-ci-3/1-n3/sim", "applied-ns"}, 0},
+		goal{areaLab, "partition of n3 on 3 VMs: nodedown applied on every survivor vs the simulator, same file (ns)", info,
+			figure{"VMNodedown/vm-ci-3/2-n3/vm", "applied-ns"}, figure{"VMNodedown/vm-ci-3/2-n3/sim", "applied-ns"}, 0},
 	)
 	return g
 }()

@@ -92,7 +92,7 @@ var methods = map[string]string{
 	areaICS:      "Method: `ics` benchmarks on loopback TCP: a synchronous 64-byte RPC against a raw Go TCP ping-pong, 32 concurrent callers against `net/rpc`, a 64 MiB out-of-line message against `io.Copy` over one socket, with small calls timed beside it; and ICS over the simulator against the bare simulator.",
 	areaCLMS:     "Method: `clms` benchmarks, defaults of SCENARIOS.md, 1 ms links. Formation is boot of every node to one view; detection is a member crash to its nodedown committed on every survivor; speed is simulated seconds per wall second with heartbeats on.",
 	areaFailover: "Method: `internal/failbench`: real processes in network namespaces on a private bridge; SIGKILL of one node, then the time until every survivor's own API (clusterd's control socket, corosync's quorum tool, memberlist's member list) no longer lists it.",
-	areaLab:      "Method: `scenarios/lab` benchmark: random scenarios with a nemesis, run and judged one after another on one goroutine.",
+	areaLab:      "Method: `scenarios/lab` benchmark: random scenarios with a nemesis, run and judged one after another on one goroutine. VMs: `clusterlab vm --measure` boots one bare VM (the same kernel, an init that only powers off) and times QEMU start to exit, then runs scenarios/vm/form-5.yaml (five VMs, QEMU start to one view on all, as the lab's event stream shows it) and scenarios/vm/ci-3.yaml (a crash and a partition of n3), and runs the same files in the simulator for the nodedown times beside them; guests run under TCG when KVM does not boot here.",
 }
 
 func machine() string {

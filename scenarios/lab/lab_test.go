@@ -141,3 +141,34 @@ func TestShrink(t *testing.T) {
 	}
 	t.Logf("shrunk to %d steps:\n%s", len(small.Steps), small.Format())
 }
+
+// TestReportCountsEachNodedownOnce runs a file whose expect asks for the
+// detection times mid-run: the report at the end must still list each
+// nodedown once, and count each transition once.
+func TestReportCountsEachNodedownOnce(t *testing.T) {
+	sc, err := scenarios.ParseFile("../vm/ci-3.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := lab.Run(sc, lab.Options{Seed: sc.Seed})
+	if !res.Passed {
+		t.Fatalf("failed: %+v %s", res.Failure, res.InternalError)
+	}
+	// A crash of n3 and a partition that cuts it off: two nodedowns.
+	if len(res.Nodedowns) != 2 {
+		t.Fatalf("%d nodedowns in the report, want 2: %+v", len(res.Nodedowns), res.Nodedowns)
+	}
+	for _, d := range res.Nodedowns {
+		if d.Node != 3 || d.FaultAt == nil || d.CommittedAllAt == nil {
+			t.Fatalf("nodedown %+v: want n3, with its fault and its commit on all", d)
+		}
+	}
+	if res.Nodedowns[0].DetectedAt == res.Nodedowns[1].DetectedAt {
+		t.Fatalf("the two nodedowns are one listed twice: %+v", res.Nodedowns)
+	}
+	// Simple transitions (into or out of the view): three nodes come up,
+	// n3 goes out and comes back twice: 3 + 2*2 = 7.
+	if res.Transitions != 7 {
+		t.Fatalf("%d transitions in the report, want 7", res.Transitions)
+	}
+}

@@ -262,8 +262,15 @@ type proposalInfo struct {
 // secs rounds a time to microseconds, for the report.
 func secs(d time.Duration) float64 { return float64(d.Round(time.Microsecond)) / 1e9 }
 
+// finishReport computes the report's transition count and nodedown
+// figures from what the checker holds. It starts from zero each time: an
+// expect computes them mid-run (detected_within, false_nodedowns) and the
+// end of the run again.
 func (r *runner) finishReport() {
 	res := r.res
+	res.Nodedowns = res.Nodedowns[:0]
+	res.Transitions = 0
+	res.FalseNodedowns = 0
 	if r.ck != nil {
 		for _, t := range r.ck.Applied() {
 			if t.Simple() {
