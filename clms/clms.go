@@ -24,6 +24,9 @@ type Service struct {
 	cand bool
 	inc  uint64 // our incarnation (the ICS endpoint's)
 	sbuf []byte // send's encoding buffer
+	// hbSoon asks for a heartbeat as soon as the current message is
+	// handled (see flushHeartbeat).
+	hbSoon bool
 
 	// Consensus, on candidates only.
 	rn            *raft.RawNode
@@ -231,13 +234,7 @@ func (s *Service) Start() {
 	s.leaderMsgAt = now
 	s.tick()
 	if s.cand {
-		// The first election prefers candidates in list order (OpenSSI's
-		// CLUSTER_MASTER order): a cluster that boots together elects its
-		// first candidate, so operators and scenarios can tell who it is.
-		et := s.cfg.ElectionTimeout
-		rank := slices.Index(s.cfg.Candidates, s.self)
-		d := et + time.Duration(rank)*et/2 + time.Duration(s.env.Rand().Int64N(int64(et/8)+1))
-		s.electTimer = s.env.Clock().AfterFunc(d, s.campaign)
+		s.electTimer = s.env.Clock().AfterFunc(s.bootElectionDelay(), s.campaign)
 		s.ready()
 	}
 }
@@ -308,6 +305,17 @@ func (s *Service) send(to node.ID, m *message) {
 	_ = s.ep.SendDatagram(to, 0, s.sbuf)
 }
 
+// flushHeartbeat sends the heartbeat something applied asked for, once
+// the message or raft batch that applied it is handled.
+func (s *Service) flushHeartbeat() {
+	if !s.hbSoon {
+		return
+	}
+	s.hbSoon = false
+	s.lastHBAt = -1 << 62
+	s.heartbeat()
+}
+
 // ---- consensus -------------------------------------------------------
 
 func (s *Service) armElection(campaigned bool) {
@@ -329,6 +337,9 @@ func (s *Service) armElection(campaigned bool) {
 // round (the tail of master failover on real daemons: 1.95 s).
 func (s *Service) electionDelay(campaigned bool) time.Duration {
 	et := s.cfg.ElectionTimeout
+	if s.lead == 0 && s.prevLead == 0 {
+		return s.bootElectionDelay()
+	}
 	if campaigned {
 		return et/2 + time.Duration(s.env.Rand().Int64N(int64(et)))
 	}
@@ -345,6 +356,22 @@ func (s *Service) electionDelay(campaigned bool) time.Duration {
 	return max(at-s.now(), s.cfg.Heartbeat/2)
 }
 
+// bootElectionDelay is how long a candidate that has never known a
+// leader waits before it (again) stands for election: two heartbeats,
+// time for an existing master's beacon to reach it, plus half an
+// election timeout per place in the candidate list (OpenSSI's
+// CLUSTER_MASTER order), so that a cluster that boots together elects its
+// first candidate and operators and scenarios can tell who it is. No need
+// to wait a whole election timeout as raft does: with PreVote and the
+// lease (voteAllowed) a candidate that stands while a master lives only
+// costs a few messages, and one that stands before a majority is up just
+// tries again, two heartbeats later.
+func (s *Service) bootElectionDelay() time.Duration {
+	et := s.cfg.ElectionTimeout
+	rank := slices.Index(s.cfg.Candidates, s.self)
+	return 2*s.cfg.Heartbeat + time.Duration(rank)*et/2 + time.Duration(s.env.Rand().Int64N(int64(et/8)+1))
+}
+
 // campaign stands for election if the leader has been silent for the
 // whole election timeout.
 func (s *Service) campaign() {
@@ -353,7 +380,7 @@ func (s *Service) campaign() {
 		return
 	}
 	stood := false
-	if !s.leader && s.now()-s.leaderMsgAt >= s.cfg.ElectionTimeout {
+	if !s.leader && (s.now()-s.leaderMsgAt >= s.cfg.ElectionTimeout || s.lead == 0 && s.prevLead == 0) {
 		_ = s.rn.Campaign()
 		s.ready()
 		stood = true
@@ -438,6 +465,7 @@ func (s *Service) ready() {
 		}
 		s.masterStep(s.self, true)
 	}
+	s.flushHeartbeat()
 	s.flushNotify()
 }
 
@@ -572,6 +600,10 @@ func (s *Service) apply(t Transition, index uint64) {
 
 	self := t.Node == s.self
 	switch {
+	case self && t.Inc == s.inc && t.To == StateComingUp:
+		// The master moves us to UP once we report this entry applied:
+		// say so now rather than at the next heartbeat.
+		s.hbSoon = true
 	case self && t.Inc == s.inc && t.To == StateUp:
 		s.joinedOnce = true
 	case self && t.Inc == s.inc && t.To == StateShutdown:
@@ -758,6 +790,7 @@ func (s *Service) datagram(from node.ID, inc uint64, b []byte) {
 			s.logf("n%d refused admission by n%d: %s", s.self, from, m.reason)
 		}
 	}
+	s.flushHeartbeat()
 	s.flushNotify()
 }
 

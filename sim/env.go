@@ -152,13 +152,18 @@ func (w *World) fireTimer(n *simNode, ev *event) {
 	f()
 }
 
-// simEnv is the node.Env of one incarnation.
+// simEnv is the node.Env of one incarnation. It is also what the hot path
+// (a datagram delivered to a running node, which sends one on) reads of
+// the node, so the fields that path needs come first and the whole struct
+// fits in one 64-byte size class, which keeps it within one cache line.
 type simEnv struct {
 	w    *World
-	n    *simNode
+	h    node.Handler // the incarnation's Handler; nil once dead
+	id   node.ID
 	boot node.Boot
-	rng  *rand.Rand
 	dead bool
+	n    *simNode
+	rng  *rand.Rand
 }
 
 var (
@@ -169,7 +174,7 @@ var (
 	_ node.Stream  = (*streamEnd)(nil)
 )
 
-func (e *simEnv) Self() node.ID          { return e.n.id }
+func (e *simEnv) Self() node.ID          { return e.id }
 func (e *simEnv) Boot() node.Boot        { return e.boot }
 func (e *simEnv) Clock() node.Clock      { return e }
 func (e *simEnv) Net() node.Network      { return e }

@@ -172,6 +172,15 @@ func (w *World) dispatch(ev *event) {
 		fn()
 		return
 	}
+	// The common case, a datagram for a running node, needs only the
+	// node's env. It does exactly what the general path below does for it.
+	if ev.k == kDgram {
+		if e := w.runningEnv(ev.node); e != nil && (ev.boot == 0 || ev.boot == e.boot) {
+			w.stats.Events++
+			w.deliverDatagram(e.h, ev)
+			return
+		}
+	}
 	n := w.node(ev.node)
 	if n == nil {
 		w.release(ev)
@@ -213,12 +222,7 @@ func (w *World) dispatch(ev *event) {
 	case kTimer:
 		w.fireTimer(n, ev)
 	case kDgram:
-		w.net.arrived(ev)
-		w.stats.Delivered++
-		w.trace(kDgram, n.id, ev.peer, uint64(ev.path), uint64(len(ev.data)), "")
-		peer, path, data := ev.peer, ev.path, ev.data
-		w.release(ev)
-		n.h.Datagram(peer, path, data)
+		w.deliverDatagram(n.h, ev)
 	case kDo:
 		w.trace(kDo, n.id, 0, 0, 0, "")
 		f := ev.do
@@ -227,4 +231,14 @@ func (w *World) dispatch(ev *event) {
 	default:
 		w.streamEvent(n, ev)
 	}
+}
+
+// deliverDatagram hands a datagram event to the Handler of its node.
+func (w *World) deliverDatagram(h node.Handler, ev *event) {
+	w.net.arrived(ev)
+	w.stats.Delivered++
+	w.trace(kDgram, ev.node, ev.peer, uint64(ev.path), uint64(len(ev.data)), "")
+	peer, path, data := ev.peer, ev.path, ev.data
+	w.release(ev)
+	h.Datagram(peer, path, data)
 }

@@ -176,7 +176,7 @@ func (e *simEnv) SendDatagram(peer node.ID, path int, payload []byte) error {
 	if len(payload) > node.MaxDatagram {
 		return fmt.Errorf("%w: datagram of %d bytes (max %d)", node.ErrTooLarge, len(payload), node.MaxDatagram)
 	}
-	w.sendDatagram(e.n.id, peer, path, payload)
+	w.sendDatagram(e.id, peer, path, payload)
 	return nil
 }
 

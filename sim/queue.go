@@ -41,37 +41,57 @@ func (q *queue) push(it item) {
 }
 
 func (q *queue) pop() item {
-	top := q.items[0]
-	n := len(q.items) - 1
-	last := q.items[n]
-	q.items[n] = item{}
-	q.items = q.items[:n]
+	items := q.items
+	top := items[0]
+	n := len(items) - 1
+	last := items[n]
+	items[n] = item{}
+	items = items[:n]
+	q.items = items
 	if n == 0 {
 		return top
 	}
+	// Sift the hole at the root down to where last belongs. When a node
+	// has all four children, the smallest is found by a fixed tournament
+	// of three comparisons (two of them independent) on a bounds-checked
+	// sub-slice, rather than by a loop with a variable end.
 	i := 0
 	for {
 		c := 4*i + 1
-		if c >= n {
-			break
-		}
-		m := c
-		end := c + 4
-		if end > n {
-			end = n
-		}
-		for j := c + 1; j < end; j++ {
-			if q.items[j].less(q.items[m]) {
-				m = j
+		var m int
+		if c+3 < n {
+			ch := items[c : c+4 : c+4]
+			a, b := 0, 1
+			if ch[1].less(ch[0]) {
+				a = 1
+			}
+			if ch[3].less(ch[2]) {
+				b = 3
+			} else {
+				b = 2
+			}
+			if ch[b].less(ch[a]) {
+				a = b
+			}
+			m = c + a
+		} else {
+			if c >= n {
+				break
+			}
+			m = c
+			for j := c + 1; j < n; j++ {
+				if items[j].less(items[m]) {
+					m = j
+				}
 			}
 		}
-		if !q.items[m].less(last) {
+		if !items[m].less(last) {
 			break
 		}
-		q.items[i] = q.items[m]
+		items[i] = items[m]
 		i = m
 	}
-	q.items[i] = last
+	items[i] = last
 	return top
 }
 

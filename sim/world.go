@@ -127,6 +127,11 @@ type World struct {
 
 	nodes []*simNode // indexed by node.ID; nil where there is no node
 	ids   []node.ID  // sorted
+	// running is indexed by node.ID like nodes: the env of a node that is
+	// Running, nil otherwise. Delivering a datagram to a running node
+	// needs nothing but its env, so the hot path touches one small
+	// per-node object (see simEnv) instead of the node record as well.
+	running []*simEnv
 
 	rng *rand.Rand // the network's randomness
 	tr  *tracer
@@ -191,6 +196,7 @@ func (w *World) AddNode(id node.ID, f node.Factory) error {
 	}
 	for int(id) >= len(w.nodes) {
 		w.nodes = append(w.nodes, nil)
+		w.running = append(w.running, nil)
 	}
 	w.nodes[id] = &simNode{id: id, factory: f, store: newMemStore()}
 	i, _ := slices.BinarySearch(w.ids, id)
@@ -201,6 +207,14 @@ func (w *World) AddNode(id node.ID, f node.Factory) error {
 func (w *World) node(id node.ID) *simNode {
 	if int(id) < len(w.nodes) {
 		return w.nodes[id]
+	}
+	return nil
+}
+
+// runningEnv is the env of node id if it is Running, or nil.
+func (w *World) runningEnv(id node.ID) *simEnv {
+	if int(id) < len(w.running) {
+		return w.running[id]
 	}
 	return nil
 }
@@ -279,9 +293,11 @@ func (w *World) start(n *simNode) {
 	n.boot++
 	n.state = Running
 	n.resetIncarnation(w)
-	n.env = &simEnv{w: w, n: n, boot: n.boot}
+	n.env = &simEnv{w: w, n: n, id: n.id, boot: n.boot}
 	n.env.rng = rand.New(rand.NewPCG(w.cfg.Seed^0x9e3779b97f4a7c15, uint64(n.id)<<32|uint64(n.boot)))
+	w.running[n.id] = n.env
 	n.h = n.factory(n.id, n.boot)
+	n.env.h = n.h
 	ev := w.newEvent(kStart, n.id)
 	ev.boot = n.boot
 	w.push(w.now, ev)
@@ -308,8 +324,10 @@ func (w *World) Crash(id node.ID) error {
 	n.heldDgrams = 0
 	w.dropConns(n)
 	n.h = nil
+	n.env.h = nil
 	n.env.dead = true
 	n.env = nil
+	w.running[id] = nil
 	n.timers = nil
 	n.freeSlots = nil
 	return nil
@@ -329,6 +347,7 @@ func (w *World) Pause(id node.ID) error {
 	}
 	w.trace(kPause, id, 0, 0, 0, "")
 	n.state = Paused
+	w.running[id] = nil
 	return nil
 }
 
@@ -344,6 +363,7 @@ func (w *World) Resume(id node.ID) error {
 	}
 	w.trace(kResume, id, 0, uint64(len(n.held)), 0, "")
 	n.state = Running
+	w.running[id] = n.env
 	held := n.held
 	n.held = nil
 	n.heldDgrams = 0
