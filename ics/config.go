@@ -3,6 +3,7 @@ package ics
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/clusterinfra/ci/ics/wire"
@@ -50,6 +51,13 @@ func (c Channel) String() string {
 type Config struct {
 	// Keyring authenticates every frame. Required.
 	Keyring *wire.Keyring
+	// Entropy, if set, supplies half of each incarnation's sealing salt
+	// (the other half is the wall clock; see Endpoint.newSealer).
+	// Daemons pass crypto/rand.Reader, so that two processes started as
+	// the same node at the same instant (a restored VM snapshot) still
+	// seal under different subkeys; the simulator leaves it nil, so its
+	// runs replay byte for byte.
+	Entropy io.Reader
 	// QueueMsgs bounds the messages waiting to be sent to one peer on one
 	// channel (default 1024). A full queue throttles senders.
 	QueueMsgs int
@@ -74,7 +82,13 @@ type Config struct {
 	// in the stream.
 	LowWater int
 	// AckDelay is how long a receiver may sit on an acknowledgement
-	// (default 2ms).
+	// (default 20ms). An acknowledgement only lets the sender free frames
+	// it keeps for resending and returns window credit; it delays no
+	// delivery. A receiver owing Window/4 frames acknowledges at once, so
+	// a busy sender never waits for this timer, and a quiet one waits no
+	// longer than this (well within FailoverAfter). Every timer and ack
+	// costs the receiver, the sender and the network, so fewer are
+	// cheaper (as TCP's delayed ACK of 40ms has it).
 	AckDelay time.Duration
 	// FailoverAfter is how long the oldest unacknowledged frame may wait
 	// on a path before the endpoint moves the session to another path
@@ -125,7 +139,7 @@ func (c *Config) fill() error {
 			*p = v
 		}
 	}
-	defd(&c.AckDelay, 2*time.Millisecond)
+	defd(&c.AckDelay, 20*time.Millisecond)
 	defd(&c.FailoverAfter, 500*time.Millisecond)
 	defd(&c.ReconnectMin, 50*time.Millisecond)
 	defd(&c.ReconnectMax, 2*time.Second)

@@ -374,10 +374,11 @@ func conformance(t *testing.T, mk newHarness) {
 			p = append(p, text...)
 			return sealRaw(t, kr, wire.Header{From: 3, To: to, FromBoot: rawInc, ToBoot: node.Boot(toInc), Seq: seq}, p)
 		}
+		first := data(good, 1, inc1, 1, "first")
 		raw.script = [][]byte{
 			hello(good),
-			data(good, 1, inc1, 1, "first"),       // delivered
-			data(good, 1, inc1, 1, "first"),       // replay: dropped
+			first,                                 // delivered
+			first,                                 // replay: dropped
 			data(bad, 1, inc1, 2, "badkey"),       // wrong key: dropped
 			data(other, 1, inc1, 2, "unknownkey"), // key not in ring: dropped
 			data(good, 2, inc1, 2, "redirected"),  // for another node: dropped
@@ -404,7 +405,11 @@ func conformance(t *testing.T, mk newHarness) {
 	})
 }
 
+// rawCounter numbers sealRaw's frames, so that no two share a GMAC nonce.
+var rawCounter atomic.Uint64
+
 func sealRaw(t testing.TB, kr *wire.Keyring, h wire.Header, payload []byte) []byte {
+	h.Counter = rawCounter.Add(1)
 	f, err := wire.Seal(nil, kr, h, payload)
 	if err != nil {
 		t.Fatal(err)

@@ -57,7 +57,7 @@ func (e *Endpoint) SendDatagram(id node.ID, path int, payload []byte) error {
 		toInc = p.inc
 	}
 	h := wire.Header{From: e.self, To: id, FromBoot: node.Boot(e.inc), ToBoot: node.Boot(toInc), Seq: dp.seq}
-	f, err := wire.Seal(e.dbuf[:0], e.cfg.Keyring, h, payload)
+	f, err := e.sealer.Seal(e.dbuf[:0], h, payload)
 	if err != nil {
 		return err
 	}
@@ -83,7 +83,7 @@ func (e *Endpoint) notice(peer node.ID, path int) {
 	}
 	dp.noticed, dp.noticeAt = true, now
 	h := wire.Header{From: e.self, To: peer, FromBoot: node.Boot(e.inc), Seq: 0}
-	if f, err := wire.Seal(nil, e.cfg.Keyring, h, nil); err == nil {
+	if f, err := e.sealer.Seal(nil, h, nil); err == nil {
 		_ = e.env.Net().SendDatagram(peer, path, f)
 	}
 }

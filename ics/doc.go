@@ -29,9 +29,10 @@
 //     nothing from an old incarnation is accepted.
 //   - Several routes per peer: a session moves to another path when one
 //     stalls or breaks, resending what was not acknowledged.
-//   - Authenticated frames (package ics/wire): HMAC-SHA256 with a
-//     rotatable keyring, bound to sender, receiver and both incarnations;
-//     a frame that fails a check is dropped and counted (Stats.Drops).
+//   - Authenticated frames (package ics/wire): GMAC under a subkey per
+//     sender incarnation, derived from a rotatable keyring, bound to
+//     sender, receiver and both incarnations; a frame that fails a check
+//     is dropped and counted (Stats.Drops).
 //
 // An echo service and a call:
 //

@@ -1,7 +1,9 @@
 package ics
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -37,6 +39,7 @@ type Endpoint struct {
 	cfg      Config
 	self     node.ID
 	inc      uint64
+	sealer   *wire.Sealer // this incarnation's (newSealer)
 	peers    map[node.ID]*peer
 	outs     map[node.Stream]*path // streams we dialled
 	services map[string]*service
@@ -45,6 +48,10 @@ type Endpoint struct {
 	closed   bool
 	stats    Stats
 	buf      []byte // scratch for encoding messages
+	sbuf     []byte // scratch for sealing control frames (seal)
+	// smallFrames holds emptied buffers of small acknowledged frames
+	// (frameBuf).
+	smallFrames [][]byte
 	// freeFrames holds emptied buffers of large acknowledged frames
 	// (frameBuf).
 	freeFrames [][]byte
@@ -88,6 +95,7 @@ type peer struct {
 	ackStream node.Stream
 	ackTimer  node.Timer
 	ackOwed   int
+	ackFire   func() // the ack timer's callback, made once per peer
 
 	calls       map[uint64]*Call
 	serving     map[uint64]*Request
@@ -130,7 +138,9 @@ type outMsg struct {
 type inChan struct {
 	asm      []byte
 	asmHdr   *msg
-	queue    []*inMsg
+	asmSvc   string  // asmHdr's service name (its svc aliases a frame that is gone)
+	queue    []inMsg // queue[head:] waits for its service
+	head     int
 	consumed uint64
 }
 
@@ -150,7 +160,7 @@ func New(env node.Env, cfg Config) (*Endpoint, error) {
 	if inc == 0 {
 		inc = uint64(env.Boot()) << 20
 	}
-	return &Endpoint{
+	e := &Endpoint{
 		env:      env,
 		cfg:      cfg,
 		self:     env.Self(),
@@ -160,7 +170,42 @@ func New(env node.Env, cfg Config) (*Endpoint, error) {
 		services: map[string]*service{},
 		dgrams:   map[node.ID]*dgramPeer{},
 		stats:    Stats{Drops: map[string]uint64{}},
-	}, nil
+	}
+	if err := e.newSealer(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// newSealer gives the current incarnation its own sealer (see
+// wire.Sealer). Its salt must differ from that of any other sealer with
+// the same node, incarnation and key; it need not be secret or
+// unpredictable, because GMAC's subkey is secret and only nonce reuse
+// under one subkey would hurt. The boot counter already makes every
+// start a new incarnation; the salt is for what it cannot cover (a state
+// directory restored from a backup, two processes configured as one node,
+// two clusters sharing a key), and the clocks cover that: the wall clock
+// and the node's clock in nanoseconds, at the moment the incarnation
+// begins, with Config.Entropy in place of the node's clock where set.
+// It is not drawn from env.Rand, so that adding it changed no
+// random sequence of the node code (the simulator's runs replay exactly),
+// and it is deterministic there like everything else.
+func (e *Endpoint) newSealer() error {
+	var salt [wire.SaltSize]byte
+	c := e.env.Clock()
+	binary.BigEndian.PutUint64(salt[:8], uint64(c.Wall().UnixNano()))
+	binary.BigEndian.PutUint64(salt[8:], uint64(c.Now()))
+	if e.cfg.Entropy != nil {
+		if _, err := io.ReadFull(e.cfg.Entropy, salt[8:]); err != nil {
+			return fmt.Errorf("%w: reading the salt: %v", ErrConfig, err)
+		}
+	}
+	s, err := wire.NewSealer(e.cfg.Keyring, e.self, node.Boot(e.inc), salt)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	e.sealer = s
+	return nil
 }
 
 // Self is this node's number.
@@ -260,10 +305,16 @@ func (e *Endpoint) scheduleRedial(pa *path) {
 	})
 }
 
-// seal frames an ICS message for peer p.
+// seal frames an ICS control message (hello, ack) for peer p, in a
+// scratch buffer that the next seal reuses: streams copy what they are
+// sent, and control frames are never resent.
 func (e *Endpoint) seal(p *peer, seq uint64, toInc uint64, payload []byte) ([]byte, error) {
 	h := wire.Header{From: e.self, To: p.id, FromBoot: node.Boot(e.inc), ToBoot: node.Boot(toInc), Seq: seq}
-	return wire.Seal(nil, e.cfg.Keyring, h, payload)
+	f, err := e.sealer.Seal(e.sbuf[:0], h, payload)
+	if err == nil {
+		e.sbuf = f
+	}
+	return f, err
 }
 
 // StreamOpened is the node's StreamOpened, for ICS streams.
@@ -475,10 +526,13 @@ func (e *Endpoint) owe(p *peer) {
 		return
 	}
 	if p.ackTimer == nil {
-		p.ackTimer = e.env.Clock().AfterFunc(e.cfg.AckDelay, func() {
-			p.ackTimer = nil
-			e.sendAck(p)
-		})
+		if p.ackFire == nil {
+			p.ackFire = func() {
+				p.ackTimer = nil
+				e.sendAck(p)
+			}
+		}
+		p.ackTimer = e.env.Clock().AfterFunc(e.cfg.AckDelay, p.ackFire)
 	}
 }
 
@@ -516,8 +570,11 @@ func (e *Endpoint) acked(p *peer, m *msg) {
 		for i := range n {
 			e.freeFrame(p.unacked[i].frame)
 		}
-		clear(p.unacked[:n])
-		p.unacked = p.unacked[n:]
+		// Move the rest to the front (usually nothing, or a few frames),
+		// so that the array is reused rather than crawled through.
+		k := copy(p.unacked, p.unacked[n:])
+		clear(p.unacked[k:])
+		p.unacked = p.unacked[:k]
 		p.resendFrom = max(0, p.resendFrom-n)
 		p.lastAckAt = e.env.Clock().Now()
 	}
@@ -612,7 +669,7 @@ func (e *Endpoint) sendNext(p *peer, pa *path, ch Channel) bool {
 	fb = appendData(fb[:wire.HeaderSize], ch, flags, om.typ, om.callID, uint32(len(om.payload)), om.svc, om.payload[om.off:om.off+n])
 	seq := p.sendSeq + 1
 	h := wire.Header{From: e.self, To: p.id, FromBoot: node.Boot(e.inc), ToBoot: node.Boot(p.inc), Seq: seq}
-	f, err := wire.Seal(fb[:0], e.cfg.Keyring, h, fb[wire.HeaderSize:])
+	f, err := e.sealer.Seal(fb[:0], h, fb[wire.HeaderSize:])
 	if err != nil {
 		panic(fmt.Sprintf("ics: sealing a data frame: %v", err))
 	}
@@ -645,6 +702,15 @@ func (e *Endpoint) sendNext(p *peer, pa *path, ch Channel) bool {
 // maxFreeFrames bounds the endpoint's free list of large frame buffers.
 const maxFreeFrames = 16
 
+// smallFrame is the capacity of every buffer of a small frame (a frame of
+// up to smallFrame bytes), and maxSmallFrames bounds their free list:
+// small calls and messages, the common traffic, then cost no allocation
+// per frame once the session is warm.
+const (
+	smallFrame     = 256
+	maxSmallFrames = 512
+)
+
 // frameBuf returns an empty buffer with room for size bytes. Buffers for
 // large frames (bulk chunks) come from a free list that acknowledged
 // frames go back to: the stream keeps its own copy of what it is sent,
@@ -661,14 +727,26 @@ func (e *Endpoint) frameBuf(size int) []byte {
 		}
 		return make([]byte, 0, wire.Overhead+dataHdr+firstHdr+maxSvcName+e.cfg.ChunkSize)
 	}
+	if size <= smallFrame {
+		if k := len(e.smallFrames); k > 0 {
+			b := e.smallFrames[k-1]
+			e.smallFrames[k-1] = nil
+			e.smallFrames = e.smallFrames[:k-1]
+			return b
+		}
+		return make([]byte, 0, smallFrame)
+	}
 	return make([]byte, 0, size)
 }
 
 // freeFrame gives a frame's buffer back for reuse, if it is a large one;
 // the caller must hold no other reference to it.
 func (e *Endpoint) freeFrame(f []byte) {
-	if cap(f) >= e.cfg.ChunkSize && len(e.freeFrames) < maxFreeFrames {
+	switch {
+	case cap(f) >= e.cfg.ChunkSize && len(e.freeFrames) < maxFreeFrames:
 		e.freeFrames = append(e.freeFrames, f[:0])
+	case cap(f) == smallFrame && len(e.smallFrames) < maxSmallFrames:
+		e.smallFrames = append(e.smallFrames, f[:0])
 	}
 }
 

@@ -59,7 +59,7 @@ type msg struct {
 	typ      dataType
 	callID   uint64
 	total    uint32 // first chunk only
-	svc      string // first chunk only
+	svc      []byte // first chunk only; aliases the frame (see svcName)
 	chunk    []byte // aliases the frame
 }
 
@@ -142,7 +142,7 @@ func decodeMsg(p []byte, maxMessage int) (msg, error) {
 			if len(rest) < n {
 				return m, fmt.Errorf("%w: service name", errMsg)
 			}
-			m.svc = string(rest[:n])
+			m.svc = rest[:n:n]
 			rest = rest[n:]
 			if int64(m.total) > int64(maxMessage) {
 				return m, fmt.Errorf("%w: message of %d bytes", errMsg, m.total)

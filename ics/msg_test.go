@@ -37,7 +37,7 @@ func reencode(m msg) []byte {
 	case kindAck:
 		return appendAck(nil, m.recvSeq, &m.consumed)
 	}
-	return appendData(nil, m.ch, m.flags, m.typ, m.callID, m.total, m.svc, m.chunk)
+	return appendData(nil, m.ch, m.flags, m.typ, m.callID, m.total, string(m.svc), m.chunk)
 }
 
 func TestMsgRejects(t *testing.T) {

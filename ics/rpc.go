@@ -292,21 +292,22 @@ func (r *Request) answer(typ dataType, payload []byte) error {
 // received handles one accepted data frame.
 func (e *Endpoint) received(p *peer, m *msg) {
 	ic := &p.in[m.ch]
-	var whole *inMsg
+	var whole inMsg
 	switch {
 	case m.flags&flagFirst != 0 && m.flags&flagLast != 0:
 		if ic.asmHdr != nil {
 			e.drop("interleaved-chunks")
 			ic.asmHdr, ic.asm = nil, nil
 		}
-		whole = &inMsg{typ: m.typ, callID: m.callID, svc: m.svc, payload: m.chunk}
+		whole = inMsg{typ: m.typ, callID: m.callID, svc: e.svcName(m.svc), payload: m.chunk}
 	case m.flags&flagFirst != 0:
 		if ic.asmHdr != nil {
 			e.drop("interleaved-chunks")
 		}
 		h := *m
-		h.chunk = nil
+		h.chunk, h.svc = nil, nil
 		ic.asmHdr = &h
+		ic.asmSvc = e.svcName(m.svc)
 		ic.asm = append(make([]byte, 0, m.total), m.chunk...)
 	default:
 		if ic.asmHdr == nil || ic.asmHdr.callID != m.callID || ic.asmHdr.typ != m.typ {
@@ -327,12 +328,12 @@ func (e *Endpoint) received(p *peer, m *msg) {
 				e.drop("short-chunks")
 			} else {
 				h := ic.asmHdr
-				whole = &inMsg{typ: h.typ, callID: h.callID, svc: h.svc, payload: ic.asm}
+				whole = inMsg{typ: h.typ, callID: h.callID, svc: ic.asmSvc, payload: ic.asm}
 			}
 			ic.asmHdr, ic.asm = nil, nil
 		}
 	}
-	if whole == nil {
+	if whole.typ == 0 {
 		// A chunk that is not the last is consumed on arrival; the whole
 		// message counts against the window through its last chunk.
 		ic.consumed++
@@ -341,9 +342,9 @@ func (e *Endpoint) received(p *peer, m *msg) {
 	switch whole.typ {
 	case typeReply, typeError, typeCancel:
 		ic.consumed++
-		e.answered(p, whole)
+		e.answered(p, &whole)
 	default:
-		if len(ic.queue) >= e.cfg.Window {
+		if len(ic.queue)-ic.head >= e.cfg.Window {
 			// The sender's window makes this impossible for an honest peer.
 			e.drop("inbox-overflow")
 			ic.consumed++
@@ -379,18 +380,32 @@ func (e *Endpoint) answered(p *peer, m *inMsg) {
 
 const errNoServiceText = "\x00no such service"
 
+// svcName turns a service name from a frame into a string, without
+// allocating for a registered service (the common case): its name is
+// the key already in the map.
+func (e *Endpoint) svcName(b []byte) string {
+	if s := e.services[string(b)]; s != nil {
+		return s.name
+	}
+	return string(b)
+}
+
 // drainIn hands queued messages of channel ch to their services, in
 // order, while services have room.
 func (e *Endpoint) drainIn(p *peer, ch Channel) {
 	ic := &p.in[ch]
-	for len(ic.queue) > 0 {
-		m := ic.queue[0]
+	for ic.head < len(ic.queue) {
+		m := ic.queue[ic.head]
 		s := e.services[m.svc]
 		if m.typ == typeCall && s != nil && s.call != nil && s.active >= e.cfg.MaxServing {
 			return // the service pool is full: the channel waits
 		}
-		ic.queue[0] = nil
-		ic.queue = ic.queue[1:]
+		ic.queue[ic.head] = inMsg{}
+		ic.head++
+		if ic.head == len(ic.queue) {
+			// Empty: start again at the front of the same array.
+			ic.queue, ic.head = ic.queue[:0], 0
+		}
 		ic.consumed++
 		e.owe(p)
 		switch {
@@ -549,6 +564,9 @@ func (e *Endpoint) resetSession(p *peer, err error) {
 // incarnation, drop everything bound to the old one.
 func (e *Endpoint) Reincarnate() uint64 {
 	e.inc++
+	if err := e.newSealer(); err != nil {
+		panic(fmt.Sprintf("ics: sealer for incarnation %d: %v", e.inc, err)) // inc is not 0 and self is valid
+	}
 	for _, id := range e.Peers() {
 		e.resetSession(e.peers[id], ErrNodeDown)
 	}

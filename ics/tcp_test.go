@@ -122,7 +122,15 @@ func (h *tcpHarness) loop(id node.ID) ics.Loop { return hostLoop{h.nodes[id]} }
 
 type hostLoop struct{ n *host.Node }
 
-func (l hostLoop) Do(f func()) error { return l.n.Do(func(node.Handler) { f() }) }
+// Do runs f at once if the node is idle (host.Node.TryDo), else on its
+// event loop.
+func (l hostLoop) Do(f func()) error {
+	g := func(node.Handler) { f() }
+	if l.n.TryDo(g) {
+		return nil
+	}
+	return l.n.Do(g)
+}
 
 func (l hostLoop) Wait(ctx context.Context, done <-chan struct{}) error {
 	select {

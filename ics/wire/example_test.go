@@ -16,8 +16,13 @@ func Example() {
 	receiver, _ := wire.NewKeyring(1, clusterKey)
 
 	// n1 (boot 4) sends its first frame to n2, whose boot (7) it knows.
+	// Its sealer's salt must be unique to it (random, say).
+	sealer, err := wire.NewSealer(sender, 1, 4, [wire.SaltSize]byte{0x5a, 0x17})
+	if err != nil {
+		panic(err)
+	}
 	h := wire.Header{From: 1, To: 2, FromBoot: 4, ToBoot: 7, Seq: 1}
-	frame, err := wire.Seal(nil, sender, h, []byte("ping"))
+	frame, err := sealer.Seal(nil, h, []byte("ping"))
 	if err != nil {
 		panic(err)
 	}

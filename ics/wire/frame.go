@@ -1,7 +1,7 @@
 package wire
 
 import (
-	"crypto/hmac"
+	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,18 +13,26 @@ import (
 // Version is the frame format version this package writes and the only
 // one it reads. A change to the layout or to what the MAC covers gets a
 // new version, so an old node rejects a new frame loudly (ErrVersion)
-// instead of misreading it.
-const Version = 1
+// instead of misreading it. Version 2 replaced version 1's HMAC-SHA256
+// with GMAC under per-sender subkeys (see doc.go for why).
+const Version = 2
 
 // Sizes of the fixed parts of a frame.
 const (
 	// HeaderSize is the number of bytes before the payload.
-	HeaderSize = 44
-	// MACSize is the size of the HMAC-SHA256 tag after the payload.
-	MACSize = 32
+	HeaderSize = 68
+	// SaltSize is the size of the sender's random salt (Header.Salt).
+	SaltSize = 16
+	// MACSize is the size of the GMAC tag after the payload.
+	MACSize = 16
 	// Overhead is what a frame adds to its payload.
 	Overhead = HeaderSize + MACSize
 )
+
+// nonceSize is the GCM nonce: the last 4 bytes of the salt and the
+// 8-byte counter, which lie next to each other in the header, so that
+// the nonce is read from the frame in place.
+const nonceSize = 12
 
 // MaxPayload is the largest payload a frame may carry: 64 MiB of bulk data
 // plus 64 KiB for the message around it. It bounds what one frame can make
@@ -49,7 +57,11 @@ const (
 	offFromBoot = 16
 	offToBoot   = 24
 	offSeq      = 32
-	offLength   = 40
+	offSalt     = 40
+	offCounter  = 56
+	offLength   = 64
+	// offNonce is where the GCM nonce starts: salt[12:16] ‖ counter.
+	offNonce = offCounter - 4
 )
 
 // Errors returned by Seal, Open and Header.Check. Open's errors come from
@@ -72,6 +84,9 @@ var (
 	// returns a bool); it exists so that a caller can report a replay
 	// drop through the same error and Reason path as every other drop.
 	ErrReplay = errors.New("wire: replayed or too old sequence number")
+	// ErrExhausted is returned by Sealer.Seal after 2^64-1 frames: its
+	// counter would wrap and repeat a nonce.
+	ErrExhausted = errors.New("wire: sealer counter exhausted")
 )
 
 // Header is the authenticated envelope of a frame: who sealed it, for
@@ -94,6 +109,13 @@ type Header struct {
 	// 0, so a caller that sends 0 (in a hello, say) must not pass such
 	// frames through a window.
 	Seq uint64
+	// Salt and Counter make the MAC's nonce. Salt is random per sender
+	// incarnation and selects, with KeyID, From and FromBoot, the subkey
+	// the frame is authenticated with; Counter numbers the frames sealed
+	// under that subkey and never repeats. A Sealer sets both; Open
+	// reports them. They play no part in replay protection (Seq does).
+	Salt    [SaltSize]byte
+	Counter uint64
 }
 
 // String formats a header for traces: "k1 n1/2→n3/4 #5".
@@ -142,6 +164,11 @@ func (h Header) Check(self node.ID, selfBoot node.Boot) error {
 // returns the extended slice. When dst has room for Overhead+len(payload)
 // more bytes it does not allocate.
 //
+// Seal takes h.Salt and h.Counter as given: the caller must never seal
+// two different frames with the same key, From, FromBoot, Salt and
+// Counter, or GMAC's nonce repeats and its key leaks. Use a Sealer, which
+// chooses them so; Seal is for tests and for re-sealing a frame exactly.
+//
 // payload may alias dst, including its spare capacity: the payload is
 // copied into place before anything else is written, so a caller can
 // build the payload in place behind HeaderSize reserved bytes.
@@ -151,18 +178,31 @@ func (h Header) Check(self node.ID, selfBoot node.Boot) error {
 // for the sender, and with ErrEmptyKeyring if kr has no key. On error dst
 // is returned unchanged. A nil kr is a programming error and panics.
 func Seal(dst []byte, kr *Keyring, h Header, payload []byte) ([]byte, error) {
-	if len(payload) > MaxPayload {
-		return dst, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), MaxPayload)
-	}
-	if p := h.problem(); p != "" {
-		return dst, fmt.Errorf("%w: %s", ErrBadHeader, p)
+	if err := sealCheck(h, payload); err != nil {
+		return dst, err
 	}
 	k := kr.primaryKey()
 	if k == nil {
 		return dst, ErrEmptyKeyring
 	}
-	h.KeyID = k.id
+	return seal(dst, k.aead(h.From, h.FromBoot, h.Salt), k.id, h, payload), nil
+}
 
+// sealCheck applies Seal's checks of its arguments.
+func sealCheck(h Header, payload []byte) error {
+	if len(payload) > MaxPayload {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), MaxPayload)
+	}
+	if p := h.problem(); p != "" {
+		return fmt.Errorf("%w: %s", ErrBadHeader, p)
+	}
+	return nil
+}
+
+// seal writes the frame with subkey a, which must be the one of key id,
+// h.From, h.FromBoot and h.Salt.
+func seal(dst []byte, a cipher.AEAD, id uint32, h Header, payload []byte) []byte {
+	h.KeyID = id
 	start := len(dst)
 	end := start + HeaderSize + len(payload)
 	out := slices.Grow(dst, Overhead+len(payload))[:end]
@@ -170,17 +210,17 @@ func Seal(dst []byte, kr *Keyring, h Header, payload []byte) ([]byte, error) {
 	// otherwise overwrite it before it is copied.
 	if len(payload) > 0 && &out[start+HeaderSize] != &payload[0] {
 		// A payload built in place needs no copy.
-		copy(out[start+HeaderSize:], payload)
+		copy(out[start:end][HeaderSize:], payload)
 	}
 	putHeader(out[start:start+HeaderSize], h, uint32(len(payload)))
-	var mac [MACSize]byte
-	k.sum(out[start:end], &mac)
-	out = append(out, mac[:]...)
-
-	if len(out)-start != Overhead+len(payload) {
-		panic(fmt.Sprintf("wire: Seal wrote %d bytes for a %d-byte payload", len(out)-start, len(payload)))
+	// GMAC: GCM with nothing to encrypt, the whole frame so far as
+	// additional data. The tag is appended in place.
+	nonce := out[start+offNonce : start+offNonce+nonceSize]
+	tag := a.Seal(out[end:end], nonce, nil, out[start:end])
+	if len(tag) != MACSize || &tag[0] != &out[:end+1][end] {
+		panic(fmt.Sprintf("wire: GMAC wrote %d bytes out of place", len(tag)))
 	}
-	return out, nil
+	return out[:end+MACSize]
 }
 
 // putHeader writes the fixed header into b, which is HeaderSize long.
@@ -196,6 +236,8 @@ func putHeader(b []byte, h Header, n uint32) {
 	binary.BigEndian.PutUint64(b[offFromBoot:], uint64(h.FromBoot))
 	binary.BigEndian.PutUint64(b[offToBoot:], uint64(h.ToBoot))
 	binary.BigEndian.PutUint64(b[offSeq:], h.Seq)
+	copy(b[offSalt:offSalt+SaltSize], h.Salt[:])
+	binary.BigEndian.PutUint64(b[offCounter:], h.Counter)
 	binary.BigEndian.PutUint32(b[offLength:], n)
 }
 
@@ -242,16 +284,27 @@ func Open(kr *Keyring, frame []byte) (Header, []byte, error) {
 		FromBoot: node.Boot(binary.BigEndian.Uint64(frame[offFromBoot:])),
 		ToBoot:   node.Boot(binary.BigEndian.Uint64(frame[offToBoot:])),
 		Seq:      binary.BigEndian.Uint64(frame[offSeq:]),
+		Counter:  binary.BigEndian.Uint64(frame[offCounter:]),
 	}
+	copy(h.Salt[:], frame[offSalt:offSalt+SaltSize])
 	k := kr.key(h.KeyID)
 	if k == nil {
 		return Header{}, nil, ErrUnknownKey
 	}
 	end := HeaderSize + int(n)
-	var mac [MACSize]byte
-	k.sum(frame[:end], &mac)
-	if !hmac.Equal(mac[:], frame[end:]) {
+	// A subkey seen before comes from the key's cache; a new one is
+	// derived here but cached only once a frame has proved it authentic,
+	// so forged salts cannot fill the cache.
+	a, cached := k.cachedAEAD(h.From, h.FromBoot, h.Salt)
+	if a == nil {
+		a = k.derive(h.From, h.FromBoot, h.Salt)
+	}
+	// GCM's Open checks the tag in constant time.
+	if _, err := a.Open(nil, frame[offNonce:offNonce+nonceSize], frame[end:], frame[:end]); err != nil {
 		return Header{}, nil, ErrMAC
+	}
+	if !cached {
+		k.remember(h.From, h.FromBoot, h.Salt, a)
 	}
 	if h.problem() != "" {
 		return Header{}, nil, ErrBadHeader

@@ -2,8 +2,11 @@ package wire
 
 import (
 	"bytes"
-	"crypto/hmac"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -32,11 +35,33 @@ func fuzzRing(t testing.TB) *Keyring {
 	return kr
 }
 
-// referenceMAC is HMAC-SHA256 straight from crypto/hmac, in hex.
+// referenceMAC is the format's GMAC computed the plain way from the
+// spec in doc.go, in hex: data is the frame up to its tag.
 func referenceMAC(key, data []byte) string {
-	m := hmac.New(sha256.New, key)
-	m.Write(data)
-	return hex.EncodeToString(m.Sum(nil))
+	be := func(b []byte) uint64 {
+		var v uint64
+		for _, c := range b {
+			v = v<<8 | uint64(c)
+		}
+		return v
+	}
+	info := []byte("clusterinfra ics wire v2 GMAC subkey")
+	info = binary.BigEndian.AppendUint32(info, uint32(be(data[4:8])))    // key ID
+	info = binary.BigEndian.AppendUint32(info, uint32(be(data[8:12])))   // from
+	info = binary.BigEndian.AppendUint64(info, be(data[16:24]))          // from boot
+	sub, err := hkdf.Key(sha256.New, key, data[40:56], string(info), 32) // salt
+	if err != nil {
+		panic(err)
+	}
+	blk, err := aes.NewCipher(sub)
+	if err != nil {
+		panic(err)
+	}
+	g, err := cipher.NewGCM(blk)
+	if err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(g.Seal(nil, data[52:64], nil, data))
 }
 
 // referenceOpen is a second, deliberately plain reading of the format
@@ -50,24 +75,24 @@ func referenceOpen(keys map[uint32][]byte, frame []byte) error {
 		return v
 	}
 	switch {
-	case len(frame) < 76:
+	case len(frame) < 84:
 		return ErrShort
 	case string(frame[0:2]) != "CI":
 		return ErrMagic
-	case frame[2] != 1:
+	case frame[2] != 2:
 		return ErrVersion
 	case frame[3] != 0:
 		return ErrFlags
 	}
-	n := be(frame[40:44])
-	if n > 64<<20+64<<10 || uint64(len(frame)) != 44+n+32 {
+	n := be(frame[64:68])
+	if n > 64<<20+64<<10 || uint64(len(frame)) != 68+n+16 {
 		return ErrLength
 	}
 	key, ok := keys[uint32(be(frame[4:8]))]
 	if !ok {
 		return ErrUnknownKey
 	}
-	if referenceMAC(key, frame[:44+n]) != hex.EncodeToString(frame[44+n:]) {
+	if referenceMAC(key, frame[:68+n]) != hex.EncodeToString(frame[68+n:]) {
 		return ErrMAC
 	}
 	from, to, fromBoot := be(frame[8:12]), be(frame[12:16]), be(frame[16:24])
@@ -136,8 +161,9 @@ func FuzzRoundTrip(f *testing.F) {
 			KeyID: ^keyID, // Seal must overwrite it
 			From:  node.ID(from), To: node.ID(to),
 			FromBoot: node.Boot(fromBoot), ToBoot: node.Boot(toBoot),
-			Seq: seq,
+			Seq: seq, Counter: seq ^ toBoot,
 		}
+		copy(h.Salt[:], payload) // anything: the salt only has to be there
 		prefix := []byte{0xde, 0xad}
 		frame, err := Seal(bytes.Clone(prefix), kr, h, payload)
 		if from == 0 || to == 0 || from == to || fromBoot == 0 {
@@ -166,6 +192,22 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 		if !bytes.Equal(p, payload) {
 			t.Fatalf("payload differs")
+		}
+		// A Sealer numbers its frames: the same header and payload twice
+		// are two frames, each of which opens.
+		sl, err := NewSealer(kr, h.From, h.FromBoot, h.Salt)
+		if err != nil {
+			t.Fatalf("NewSealer: %v", err)
+		}
+		f1, err1 := sl.Seal(nil, h, payload)
+		f2, err2 := sl.Seal(nil, h, payload)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("Sealer.Seal: %v, %v", err1, err2)
+		}
+		g1, _, err1 := Open(kr, f1)
+		g2, _, err2 := Open(kr, f2)
+		if err1 != nil || err2 != nil || g1.Counter != 1 || g2.Counter != 2 || bytes.Equal(f1, f2) {
+			t.Fatalf("Sealer frames: counters %d, %d, errors %v, %v", g1.Counter, g2.Counter, err1, err2)
 		}
 	})
 }
@@ -262,7 +304,8 @@ func openSeeds(t testing.TB) []openSeed {
 	valid7 := mustSeal(t, kr, Header{From: 1, To: 2, FromBoot: 1, ToBoot: 1, Seq: 1}, []byte("hello"))
 	empty7 := mustSeal(t, kr, Header{From: 3, To: 1, FromBoot: 2, ToBoot: 0, Seq: 1}, nil)
 	k9 := mustRing(t, 9, fuzzKeys[9])
-	valid9 := mustSeal(t, k9, Header{From: 1024, To: 5, FromBoot: math.MaxUint64, ToBoot: 77, Seq: math.MaxUint64}, pattern(300))
+	valid9 := mustSeal(t, k9, Header{From: 1024, To: 5, FromBoot: math.MaxUint64, ToBoot: 77, Seq: math.MaxUint64,
+		Salt: [SaltSize]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, Counter: math.MaxUint64}, pattern(300))
 	badMAC := bytes.Clone(valid7)
 	badMAC[len(badMAC)-1] ^= 1
 	badHeader := forge(kr, Header{KeyID: 7, From: 4, To: 4, FromBoot: 1}, []byte("loop"))
@@ -273,10 +316,16 @@ func openSeeds(t testing.TB) []openSeed {
 		{"bad-mac", badMAC},
 		{"bad-header-from-is-to", badHeader},
 		{"truncated", valid7[:len(valid7)-1]},
-		{"short", []byte("CI\x01\x00")},
+		{"short", []byte("CI\x02\x00")},
+		{"version-1", version1Frame},
 		{"not-a-frame", []byte("GET / HTTP/1.1\r\nHost: n2\r\n\r\nGET / HTTP/1.1\r\nHost: n2\r\n\r\nGET / HTTP/1.1\r\n\r\n")},
 	}
 }
+
+// version1Frame is a frame of format version 1 (HMAC-SHA256), which
+// version 2 must refuse by its version byte alone.
+var version1Frame = append(append([]byte("CI\x01\x00\x00\x00\x00\x07\x00\x00\x00\x01\x00\x00\x00\x02"),
+	make([]byte, 24)...), append([]byte{0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o'}, make([]byte, 32)...)...)
 
 type roundTripSeed struct {
 	name                  string

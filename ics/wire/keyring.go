@@ -2,19 +2,25 @@ package wire
 
 import (
 	"bytes"
-	"crypto/hmac"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
+
+	"github.com/clusterinfra/ci/node"
 )
 
-// MinKeySize is the shortest key a Keyring accepts: 32 bytes, the
-// HMAC-SHA256 output size. A shorter key would make the key, not the MAC,
-// the cheapest thing to guess.
+// MinKeySize is the shortest key a Keyring accepts: 32 bytes, the size
+// of the AES-256 subkeys derived from it. A shorter key would make the
+// key, not the MAC, the cheapest thing to guess.
 const MinKeySize = 32
 
 // Keyring errors.
@@ -49,50 +55,101 @@ type Keyring struct {
 	primary *ringKey // nil only while keys is empty
 }
 
-// ringKey is one key with its precomputed HMAC states. It is immutable
-// once made (the pool is safe for concurrent use), so Seal and Open use it
-// outside the ring's lock, and an operation that looked a key up just
-// before a Remove still completes with it.
+// ringKey is one key with the subkeys derived from it. It is immutable
+// once made, apart from its cache, which is safe for concurrent use, so
+// Seal and Open use it outside the ring's lock, and an operation that
+// looked a key up just before a Remove still completes with it.
 type ringKey struct {
 	id     uint32
 	secret []byte // our own copy
-	// macs holds ready HMAC states for this key. Creating one hashes the
-	// key and then records the keyed inner and outer SHA-256 states
-	// (crypto/hmac does that on the first Reset), so reusing it costs a
-	// state restore instead of two extra compression-function calls and
-	// an allocation per frame. A pool rather than one state under a mutex
-	// lets frames to different peers be sealed in parallel; see
-	// BenchmarkMACState for the measurements.
-	macs sync.Pool // of *macState
+	// subkeys caches the GMAC states of the sender incarnations seen,
+	// keyed by From, FromBoot and Salt. Deriving one costs an HKDF and an
+	// AES key schedule (a few microseconds); looking one up, a map read.
+	// The map is copied on write and read without a lock, because reads
+	// (every frame) vastly outnumber writes (a new sender incarnation).
+	subkeys atomic.Pointer[map[subkeyID]cipher.AEAD]
+	mu      sync.Mutex // serializes writers of subkeys
 }
 
-// macState is a reusable HMAC with room for its output, so that computing
-// a tag allocates nothing.
-type macState struct {
-	h   hash.Hash
-	out [MACSize]byte
+// subkeyID names one sender incarnation's subkey under a ring key.
+type subkeyID struct {
+	from     node.ID
+	fromBoot node.Boot
+	salt     [SaltSize]byte
 }
+
+// maxSubkeys bounds a key's cache. Only subkeys that authenticated a
+// frame are cached, so only cluster members can fill it, one entry per
+// incarnation; when it is full it starts again empty, and the live
+// senders' subkeys come back on their next frames.
+const maxSubkeys = 4096
+
+// subkeyInfo labels the HKDF output, so that the cluster key used for
+// anything else can never yield the same bytes.
+const subkeyInfo = "clusterinfra ics wire v2 GMAC subkey"
 
 func newRingKey(id uint32, secret []byte) *ringKey {
-	k := &ringKey{id: id, secret: bytes.Clone(secret)}
-	k.macs.New = func() any {
-		m := &macState{h: hmac.New(sha256.New, k.secret)}
-		m.h.Reset() // precompute the keyed states now, not on first use
-		return m
-	}
-	return k
+	return &ringKey{id: id, secret: bytes.Clone(secret)}
 }
 
-// sum writes the HMAC-SHA256 of data under k into mac.
-func (k *ringKey) sum(data []byte, mac *[MACSize]byte) {
-	m := k.macs.Get().(*macState)
-	m.h.Reset()
-	m.h.Write(data)
-	if got := m.h.Sum(m.out[:0]); len(got) != MACSize || &got[0] != &m.out[0] {
-		panic("wire: HMAC-SHA256 did not produce a MACSize tag in place")
+// derive computes the AES-256-GCM state of the subkey for one sender
+// incarnation: HKDF-SHA256 with the ring key as secret, the frame's salt
+// as salt, and the key ID, From and FromBoot in the info.
+func (k *ringKey) derive(from node.ID, fromBoot node.Boot, salt [SaltSize]byte) cipher.AEAD {
+	var info [len(subkeyInfo) + 16]byte
+	copy(info[:], subkeyInfo)
+	binary.BigEndian.PutUint32(info[len(subkeyInfo):], k.id)
+	binary.BigEndian.PutUint32(info[len(subkeyInfo)+4:], uint32(from))
+	binary.BigEndian.PutUint64(info[len(subkeyInfo)+8:], uint64(fromBoot))
+	sub, err := hkdf.Key(sha256.New, k.secret, salt[:], string(info[:]), 32)
+	if err != nil {
+		panic(fmt.Sprintf("wire: HKDF: %v", err)) // only a bug makes this fail
 	}
-	*mac = m.out
-	k.macs.Put(m)
+	b, err := aes.NewCipher(sub)
+	if err != nil {
+		panic(fmt.Sprintf("wire: AES: %v", err))
+	}
+	a, err := cipher.NewGCM(b)
+	if err != nil {
+		panic(fmt.Sprintf("wire: GCM: %v", err))
+	}
+	return a
+}
+
+// cachedAEAD returns the cached subkey state, if any.
+func (k *ringKey) cachedAEAD(from node.ID, fromBoot node.Boot, salt [SaltSize]byte) (cipher.AEAD, bool) {
+	if m := k.subkeys.Load(); m != nil {
+		if a := (*m)[subkeyID{from, fromBoot, salt}]; a != nil {
+			return a, true
+		}
+	}
+	return nil, false
+}
+
+// aead returns the subkey state, from the cache or derived (and cached).
+func (k *ringKey) aead(from node.ID, fromBoot node.Boot, salt [SaltSize]byte) cipher.AEAD {
+	if a, ok := k.cachedAEAD(from, fromBoot, salt); ok {
+		return a
+	}
+	a := k.derive(from, fromBoot, salt)
+	k.remember(from, fromBoot, salt, a)
+	return a
+}
+
+// remember caches a subkey state; call it only for one that sealed or
+// authenticated a frame.
+func (k *ringKey) remember(from node.ID, fromBoot node.Boot, salt [SaltSize]byte, a cipher.AEAD) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var m map[subkeyID]cipher.AEAD
+	if old := k.subkeys.Load(); old != nil && len(*old) < maxSubkeys {
+		m = make(map[subkeyID]cipher.AEAD, len(*old)+1)
+		maps.Copy(m, *old)
+	} else {
+		m = make(map[subkeyID]cipher.AEAD, 1)
+	}
+	m[subkeyID{from, fromBoot, salt}] = a
+	k.subkeys.Store(&m)
 }
 
 // NewKeyring makes a ring holding key under id, as its primary key. It
@@ -122,7 +179,7 @@ func (kr *Keyring) Add(id uint32, key []byte) error {
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
 	if old, ok := kr.keys[id]; ok {
-		if hmac.Equal(old.secret, key) {
+		if subtle.ConstantTimeCompare(old.secret, key) == 1 {
 			return nil
 		}
 		return fmt.Errorf("%w: %d", ErrDuplicateKey, id)

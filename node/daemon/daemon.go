@@ -13,6 +13,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -188,7 +189,7 @@ func Start(o Options) (*Daemon, error) {
 	}
 	slices.Sort(cands)
 	cfg := stack.Config{
-		ICS: ics.Config{Keyring: kr, OnCall: d.onCall},
+		ICS: ics.Config{Keyring: kr, OnCall: d.onCall, Entropy: rand.Reader},
 		CLMS: clms.Config{
 			Candidates: cands, Heartbeat: o.Heartbeat, NodedownAfter: o.NodedownAfter, ElectionTimeout: o.ElectionTimeout,
 			ClusterName: "cluster", Names: map[node.ID]string{o.Self: o.Name},

@@ -118,10 +118,12 @@ func (n *Node) readDatagrams(i int) {
 			continue
 		}
 		ev := event{kind: evDatagram, peer: from, path: i, data: append([]byte(nil), payload...)}
+		n.pending.Add(1) // before the send: the loop may dispatch it at once
 		select {
 		case n.inbox <- ev:
 			n.stats.dgramReceived.Add(1)
 		default:
+			n.pending.Add(-1)
 			n.inboxBytes.release(len(payload))
 			n.stats.dgramDropped.Add(1)
 		}

@@ -40,7 +40,11 @@ type Node struct {
 	handshakes chan struct{}
 
 	// inbox is the event loop's bounded queue, and inboxBytes bounds the
-	// payload it holds; quit is closed by Close.
+	// payload it holds; quit is closed by Close. pending counts the
+	// events posted and not yet dispatched (unlike len(inbox), it still
+	// counts one the loop has taken out but not run yet), so that TryDo
+	// can tell that running now overtakes nothing.
+	pending    atomic.Int64
 	inbox      chan event
 	inboxBytes budget
 	quit       chan struct{}
@@ -183,6 +187,7 @@ func Start(cfg Config, f node.Factory) (*Node, error) {
 	n.start = time.Now()
 	// Start is the first event: nothing else can be queued yet, and the
 	// inbox holds at least one.
+	n.pending.Add(1)
 	n.inbox <- event{kind: evStart}
 	n.spawn(n.loop)
 	for i := range cfg.Listen {
@@ -319,6 +324,36 @@ func (n *Node) Do(f func(h node.Handler)) error {
 	return nil
 }
 
+// TryDo runs f against the Handler at once, on the calling goroutine,
+// if the node is idle: nobody holds the loop token (no callback is
+// running) and no event waits to be dispatched, so that f overtakes
+// nothing, not even an earlier Do of the same goroutine. What f sends
+// on streams is written before TryDo returns. It reports whether it ran
+// f; if not, use Do.
+//
+// It exists for synchronous callers (ics.CallSync through a Loop): the
+// call then goes out on the caller's goroutine, which spares waking the
+// event loop for it and two goroutine switches per call. Unlike Do, f
+// runs before TryDo returns, so the caller must not hold anything f
+// needs. Like Do, it must not be called from inside a callback (there it
+// always reports false).
+func (n *Node) TryDo(f func(h node.Handler)) bool {
+	if f == nil || n.closing.Load() || n.pending.Load() != 0 || !n.loopMu.TryLock() {
+		return false
+	}
+	// Checked again under the token: the loop may have taken an event
+	// out of the inbox just before.
+	if n.pending.Load() != 0 || n.closing.Load() {
+		n.loopMu.Unlock()
+		return false
+	}
+	n.onLoop.Store(true)
+	n.stats.callbacks.Add(1)
+	f(n.h)
+	n.leaveInline()
+	return true
+}
+
 // Close stops the node cleanly: it closes the sockets, stops the timers,
 // waits for every goroutine the node started and releases the state
 // directory. No callback runs after Close returns. Peers see the streams
@@ -433,12 +468,14 @@ func (n *Node) post(ev event, cancel <-chan struct{}) bool {
 	if ev.s != nil {
 		ev.s.posted.Add(1)
 	}
+	n.pending.Add(1)
 	select {
 	case n.inbox <- ev:
 		return true
 	case <-n.quit:
 	case <-cancel:
 	}
+	n.pending.Add(-1)
 	if ev.s != nil {
 		ev.s.posted.Add(-1)
 	}
@@ -451,6 +488,7 @@ func (n *Node) dispatchPosted(ev event) {
 	if ev.s != nil {
 		ev.s.posted.Add(-1)
 	}
+	n.pending.Add(-1)
 }
 
 // tryInline takes the loop token for s's reader if that keeps s's events

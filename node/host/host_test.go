@@ -492,3 +492,42 @@ func TestCloseStopsEverything(t *testing.T) {
 	}()
 	settleGoroutines(t, base)
 }
+
+// TestTryDo checks TryDo's promise: it runs f at once on an idle node,
+// and refuses (so the caller falls back to Do) while the loop holds the
+// token or an event waits, so that it never overtakes an earlier Do.
+func TestTryDo(t *testing.T) {
+	a := startNode(t, 1, 1, nil, nil)
+	waitFor(t, func() bool { return a.pending.Load() == 0 }, "n1 idle")
+	ran := false
+	if !a.TryDo(func(h node.Handler) { ran = h.(*rec) != nil }) || !ran {
+		t.Fatal("TryDo on an idle node did not run f")
+	}
+	// A Do that blocks the loop: TryDo must not run meanwhile, and must
+	// not run while a second Do waits behind it.
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	if err := a.Do(func(node.Handler) { close(entered); <-release }); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	var order []int
+	if err := a.Do(func(node.Handler) { order = append(order, 1) }); err != nil {
+		t.Fatal(err)
+	}
+	if a.TryDo(func(node.Handler) { order = append(order, 2) }) {
+		t.Fatal("TryDo ran while the loop was busy")
+	}
+	close(release)
+	waitFor(t, func() bool { return a.pending.Load() == 0 }, "the queued Do ran")
+	if !a.TryDo(func(node.Handler) { order = append(order, 3) }) {
+		t.Fatal("TryDo refused on an idle node")
+	}
+	if len(order) != 2 || order[0] != 1 || order[1] != 3 {
+		t.Fatalf("order %v, want [1 3]", order)
+	}
+	a.closeNode(t)
+	if a.TryDo(func(node.Handler) { t.Error("ran after Close") }) {
+		t.Fatal("TryDo ran after Close")
+	}
+}
