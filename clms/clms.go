@@ -29,11 +29,15 @@ type Service struct {
 	hbSoon bool
 
 	// Consensus, on candidates only.
-	rn            *raft.RawNode
-	log           *raftLog
-	leaderMsgAt   time.Duration // last message from the raft leader
-	electTimer    node.Timer
-	voterSeen     map[node.ID]time.Duration // leader: last answer of each voter
+	rn          *raft.RawNode
+	log         *raftLog
+	leaderMsgAt time.Duration // last message from the raft leader
+	electTimer  node.Timer
+	voterSeen   map[node.ID]time.Duration // leader: last answer of each voter
+	// joinSeen are the joins a candidate heard while not master, so that
+	// it can admit them as soon as it becomes master instead of waiting
+	// for the joiners to learn of it and ask again (a heartbeat or two).
+	joinSeen      map[node.ID]joiner
 	lead          node.ID
 	prevLead      node.ID
 	inStep        bool
@@ -106,6 +110,21 @@ type masterState struct {
 	pending  map[node.ID]pendingProp
 	joiners  map[node.ID]joiner
 	nonce    uint64
+	// leased is set once the new master first holds its lease: it then
+	// does its duties at once (admitting the joiners it already knows)
+	// rather than at its next tick.
+	leased bool
+	// sent is, per node, the last history entry a beacon carried to one
+	// of its incarnations, and when. Until the heartbeat that
+	// acknowledges them can have come back, later beacons carry only
+	// newer entries: resending everything past what a node applied on
+	// every beacon made forming n nodes cost O(n²) entries per round.
+	sent map[node.ID]sentMark
+}
+
+type sentMark struct {
+	inc, num uint64
+	at       time.Duration
 }
 
 type heard struct {
@@ -114,13 +133,6 @@ type heard struct {
 	applied uint64
 	cleaned uint64
 	flags   uint8
-	// sent is the last history entry a beacon carried to this
-	// incarnation, at sentAt. Until its heartbeat can have acknowledged
-	// them, later beacons carry only newer entries: resending everything
-	// past applied on every beacon made forming n nodes cost O(n²)
-	// entries on the wire.
-	sent   uint64
-	sentAt time.Duration
 }
 
 type suspicion struct {
@@ -754,7 +766,10 @@ func (s *Service) datagram(from node.ID, inc uint64, b []byte) {
 			if h := s.m.heard[from]; h != nil && h.inc == inc {
 				// It asks again: what was in flight was lost or reordered.
 				h.applied = min(h.applied, m.from-1)
-				h.sent = min(h.sent, m.from-1)
+			}
+			if sm, ok := s.m.sent[from]; ok && sm.inc == inc {
+				sm.num = min(sm.num, m.from-1)
+				s.m.sent[from] = sm
 			}
 			s.push(from, inc, m.from)
 		}
@@ -774,6 +789,10 @@ func (s *Service) datagram(from node.ID, inc uint64, b []byte) {
 		if s.leader && m.epoch == s.term && slices.Contains(s.cfg.Candidates, from) {
 			if sent := time.Duration(m.nonce); sent <= s.now() && sent > s.voterSeen[from] {
 				s.voterSeen[from] = sent
+			}
+			if s.m != nil && !s.m.leased && s.holdsQuorum() {
+				s.m.leased = true
+				s.masterDuties()
 			}
 		}
 	case mPong:

@@ -16,6 +16,18 @@ func (s *Service) becomeMaster() {
 		epoch: s.term, since: now,
 		heard: map[node.ID]*heard{}, suspects: map[node.ID]*suspicion{},
 		pending: map[node.ID]pendingProp{}, joiners: map[node.ID]joiner{},
+		sent: map[node.ID]sentMark{},
+	}
+	// Joins heard before this term, recent enough that the joiner is
+	// likely still waiting, are admitted once the lease is held.
+	for id, j := range s.joinSeen {
+		if now-j.at < 2*s.cfg.ElectionTimeout {
+			s.m.joiners[id] = j
+		}
+	}
+	clear(s.joinSeen)
+	if !s.memberNow() && !s.leaving && !s.departed {
+		s.m.joiners[s.self] = joiner{inc: s.inc, at: now}
 	}
 	for id, r := range s.nodes {
 		if r.state.live() {
@@ -240,7 +252,7 @@ func (s *Service) onHeartbeat(from node.ID, inc uint64, hb *message) {
 	if from != s.self && hb.applied < uint64(len(s.hist)) {
 		// Behind: send what it lacks now, unless a beacon already on its
 		// way carries all of it.
-		if h := s.inFlight(from, inc); h == nil || h.sent < uint64(len(s.hist)) {
+		if sent, ok := s.inFlight(from, inc); !ok || sent < uint64(len(s.hist)) {
 			s.push(from, inc, hb.applied+1)
 		}
 	}
@@ -302,6 +314,13 @@ func (s *Service) selfHeard() *heard {
 
 func (s *Service) onJoin(from node.ID, inc uint64) {
 	if s.m == nil {
+		allowed := len(s.cfg.Allowed) == 0 || slices.Contains(s.cfg.Allowed, from)
+		if s.cand && allowed && len(s.joinSeen) < int(node.MaxID) { // a bound
+			if s.joinSeen == nil {
+				s.joinSeen = map[node.ID]joiner{}
+			}
+			s.joinSeen[from] = joiner{inc: inc, at: s.now()}
+		}
 		return
 	}
 	if len(s.cfg.Allowed) > 0 && !slices.Contains(s.cfg.Allowed, from) {
@@ -349,8 +368,8 @@ func (s *Service) push(id node.ID, inc uint64, from uint64) {
 		from = 1
 	}
 	if !slices.Contains(s.cfg.Candidates, id) {
-		if h := s.inFlight(id, inc); h != nil && h.sent >= from {
-			from = h.sent + 1
+		if sent, ok := s.inFlight(id, inc); ok && sent >= from {
+			from = sent + 1
 		}
 		size := 64
 		for n := from; n <= uint64(len(s.hist)) && len(m.entries) < 512; n++ {
@@ -362,10 +381,8 @@ func (s *Service) push(id node.ID, inc uint64, from uint64) {
 			m.entries = append(m.entries, t)
 		}
 		s.entriesSent += uint64(len(m.entries))
-		if s.m != nil && len(m.entries) > 0 {
-			if h := s.m.heard[id]; h != nil && h.inc == inc {
-				h.sent, h.sentAt = m.entries[len(m.entries)-1].Num, s.now()
-			}
+		if s.m != nil && len(m.entries) > 0 && id != s.self {
+			s.m.sent[id] = sentMark{inc: inc, num: m.entries[len(m.entries)-1].Num, at: s.now()}
 		}
 	}
 	if id == s.self {
@@ -375,19 +392,19 @@ func (s *Service) push(id node.ID, inc uint64, from uint64) {
 	s.send(id, m)
 }
 
-// inFlight returns what the master knows of incarnation inc of id when
-// entries it sent may still be on their way (less than two heartbeats
-// ago, time for the heartbeat that acknowledges them), else nil: then
-// the next beacon resends everything past what id applied.
-func (s *Service) inFlight(id node.ID, inc uint64) *heard {
-	if s.m == nil || id == s.self {
-		return nil
+// inFlight returns the last entry sent to incarnation inc of id while
+// it may still be on its way (less than two heartbeats ago, time for the
+// heartbeat that acknowledges it); ok is false otherwise, and then the
+// next beacon resends everything past what id applied.
+func (s *Service) inFlight(id node.ID, inc uint64) (num uint64, ok bool) {
+	if s.m == nil {
+		return 0, false
 	}
-	h := s.m.heard[id]
-	if h == nil || h.inc != inc || s.now()-h.sentAt >= 2*s.cfg.Heartbeat {
-		return nil
+	sm, found := s.m.sent[id]
+	if !found || sm.inc != inc || s.now()-sm.at >= 2*s.cfg.Heartbeat {
+		return 0, false
 	}
-	return h
+	return sm.num, true
 }
 
 // pushAll sends every live node and joiner its beacon.
