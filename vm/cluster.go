@@ -98,8 +98,24 @@ func NewCluster(o Options) (_ *Cluster, err error) {
 		c.wg.Add(1)
 		go c.proxy(id, ln)
 	}
+	// Format every node's disk now, side by side, so that booting all
+	// the nodes starts their QEMUs back to back.
+	if o.Dir != "" {
+		errs := make([]error, len(o.Nodes))
+		var wg sync.WaitGroup
+		for i, id := range o.Nodes {
+			wg.Go(func() { errs[i] = NewDisk(c.disk(id), o.DiskMiB) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
 }
+
+// disk is node id's state disk image.
+func (c *Cluster) disk(id int) string { return filepath.Join(c.o.Dir, fmt.Sprintf("n%d.disk", id)) }
 
 // Network is the cluster's switch.
 func (c *Cluster) Network() *Network { return c.net }
@@ -151,7 +167,8 @@ func (c *Cluster) conf(id int) string {
 	return fmt.Sprintf("# clusterlab vm\nCLUSTER_NODENUM=%d\nCLUSTER_MASTER=%s\nIFCONFIG=eth0:%s:255.255.0.0\n", id, strings.Join(ms, ","), Addr(id))
 }
 
-// Boot starts node id's VM (its first boot formats its disk) and returns
+// Boot starts node id's VM (formatting its disk if NewCluster did not)
+// and returns
 // once QEMU runs; the guest then boots on its own.
 func (c *Cluster) Boot(id int) error {
 	c.mu.Lock()
@@ -166,7 +183,7 @@ func (c *Cluster) Boot(id int) error {
 			return fmt.Errorf("vm: n%d is already running", id)
 		}
 	}
-	disk := filepath.Join(c.o.Dir, fmt.Sprintf("n%d.disk", id))
+	disk := c.disk(id)
 	if !fileExists(disk) {
 		if err := NewDisk(disk, c.o.DiskMiB); err != nil {
 			return err

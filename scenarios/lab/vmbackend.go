@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -32,8 +33,13 @@ type VMOptions struct {
 	// Keep keeps the run's directory (disks, consoles) even if it passed;
 	// a failed run's is always kept.
 	Keep bool
-	// OnConverged, if set, is called the first time a `wait: converged`
-	// holds, with the QEMU processes' resident memory: for measurements.
+	// OnConverged, if set, is called at the end of the run if a `wait:
+	// converged` held, with the moment it first held and the QEMU
+	// processes' resident memory then: for measurements. The moment is
+	// when the last node applied the transition the converged view ends
+	// with, as the guests stamped it (mapped to the lab's clock), not
+	// when the lab noticed: the lab polls and holds events back for
+	// vmReorderLag, which would add up to half a second to the figure.
 	OnConverged func(at time.Duration, rss map[int]int64)
 }
 
@@ -75,8 +81,13 @@ type vmBackend struct {
 	drift   map[node.ID]clockDrift
 	warned  map[string]bool
 	conv    bool
-	stopped chan struct{}
-	probeWG sync.WaitGroup
+	// The first convergence, for OnConverged: when the lab saw it, the
+	// number of the last transition then, and the QEMU memory.
+	convAt   time.Duration
+	convLast uint64
+	convRSS  map[int]int64
+	stopped  chan struct{}
+	probeWG  sync.WaitGroup
 }
 
 // vmProc is one boot of a VM.
@@ -571,7 +582,13 @@ func (b *vmBackend) runFor(d time.Duration, stop func() bool) (bool, error) {
 			}
 			if !b.conv && b.o.OnConverged != nil {
 				b.conv = true
-				b.o.OnConverged(b.now(), b.c.RSS())
+				b.convAt, b.convRSS = b.now(), b.c.RSS()
+				for _, id := range slices.Sorted(maps.Keys(b.procs)) {
+					if rep, ok := b.report(id); ok {
+						b.convLast = rep.last
+						break
+					}
+				}
 			}
 			return true
 		}
@@ -615,7 +632,25 @@ func (b *vmBackend) events() uint64 { return b.nevents }
 
 // close ends every VM, removes the network and, unless the run failed
 // or Keep is set, the run's directory (disks and console logs).
+// convergedAt is when the first convergence happened: the latest time a
+// node applied the transition the view then ended with, if the lab has
+// those events, else when the lab saw it.
+func (b *vmBackend) convergedAt() time.Duration {
+	m := b.r.applied[b.convLast]
+	if len(m) == 0 {
+		return b.convAt
+	}
+	var last time.Duration
+	for _, at := range m {
+		last = max(last, at)
+	}
+	return min(last, b.convAt)
+}
+
 func (b *vmBackend) close() {
+	if b.conv && b.o.OnConverged != nil {
+		b.o.OnConverged(b.convergedAt(), b.convRSS)
+	}
 	for id, p := range b.procs {
 		p.cancel()
 		p.client.Close()
