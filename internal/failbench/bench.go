@@ -39,7 +39,7 @@ type Config struct {
 	Soak        time.Duration // false-positive soak per system; 0: skip
 	SoakNodes   int           // nodes of a soak cluster (5)
 	SoakLoss    float64       // loss on every link (0.05)
-	SoakJitter  time.Duration // jitter on every link, applied only with netem (10 ms)
+	SoakJitter  time.Duration // jitter on every link (10 ms), where the lab can delay (netem or user space)
 	SoakPoll    time.Duration // poll period during a soak (50 ms)
 	SoakSerial  bool          // soak the systems one after the other, not at the same time
 	Serial      bool          // run the peers' failover rounds one after the other, not at the same time
@@ -124,7 +124,8 @@ type SoakResult struct {
 	Nodes      int           `json:"nodes"`
 	Duration   time.Duration `json:"duration_ns"`
 	Loss       float64       `json:"loss"`
-	Jitter     time.Duration `json:"jitter_ns"` // 0 when the kernel has no netem
+	Jitter     time.Duration `json:"jitter_ns"`              // 0 when the lab could not delay
+	Delay      string        `json:"delay_method,omitempty"` // netlab.DelayMethod that applied Jitter
 	Nodedowns  int           `json:"false_nodedowns"`
 	ViewDrops  int           `json:"view_drops"` // (observer, node) pairs: a node vanishing from one survivor's view
 	Events     []string      `json:"events,omitempty"`
@@ -148,7 +149,7 @@ type RSS struct {
 type Report struct {
 	Start    time.Time     `json:"start"`
 	Wall     time.Duration `json:"wall_ns"`
-	Netem    bool          `json:"netem"`
+	Netem    bool          `json:"netem"` // the kernel has netem (else jitter is delayed in user space; see the notes)
 	Notes    []string      `json:"notes"`
 	Samples  []Sample      `json:"samples"`
 	Stats    []Stats       `json:"stats"`

@@ -70,9 +70,14 @@
 // # False positives
 //
 // Each system runs N nodes (5 by default) for the soak duration with 5%
-// loss on every link (nftables drops in the lab's bridge). Jitter is
-// applied only when the kernel has netem (netlab.Caps.Netem); otherwise
-// the run says that it was left out. A false nodedown is a node that was
+// loss and 10 ms jitter on every link: the loss is nftables drops in the
+// lab's bridge; the jitter gives each packet that survives the loss a
+// delay uniform in 0±10 ms, clamped at zero (half the packets go at
+// once, the others up to 10 ms late, and packets reorder). The lab
+// delays with netem where the kernel has it and in user space otherwise
+// (NFQUEUE; see package internal/netlab), which the report's notes and
+// each soak's delay_method say; on a kernel that can do neither, the run
+// says that the jitter was left out. A false nodedown is a node that was
 // never killed disappearing from a survivor's view; for clusterd it is
 // also counted from the agreed history (transitions to KCLEANUP).
 // The systems soak at the same time, each in its own lab, so that the

@@ -59,8 +59,9 @@ func (r *runner) soaks(ctx context.Context) {
 	}
 }
 
-// soak runs one system for the soak duration under loss (and jitter
-// where the kernel can) and counts the nodes that vanished from a view.
+// soak runs one system for the soak duration under loss and jitter (the
+// jitter only where the lab can delay, which it says in the report) and
+// counts the nodes that vanished from a view.
 func (r *runner) soak(ctx context.Context, label string) (res *SoakResult, err error) {
 	lab, err := r.newLab(r.cfg.SoakNodes)
 	if err != nil {
@@ -93,11 +94,23 @@ func (r *runner) soak(ctx context.Context, label string) (res *SoakResult, err e
 
 	res = &SoakResult{System: label, Nodes: len(all), Loss: r.cfg.SoakLoss}
 	model := netlab.LinkModel{Loss: r.cfg.SoakLoss}
-	if lab.Capabilities().Netem && r.cfg.SoakJitter > 0 {
+	caps := lab.Capabilities()
+	r.mu.Lock()
+	r.rep.Netem = caps.Netem
+	r.mu.Unlock()
+	switch {
+	case r.cfg.SoakJitter <= 0:
+	case caps.CanDelay():
+		// Jitter without latency, as netem's "delay 0 10ms": each
+		// packet's delay is uniform in ±10 ms and clamped at zero, so
+		// half the packets go at once, the rest up to 10 ms late, and
+		// packets reorder.
 		model.Jitter = r.cfg.SoakJitter
 		res.Jitter = r.cfg.SoakJitter
-	} else if r.cfg.SoakJitter > 0 {
-		r.noteOnce("soak: the %v jitter was NOT applied: this kernel has no netem (netlab.ErrNoNetem); the soaks ran with %.0f%% loss only", r.cfg.SoakJitter, r.cfg.SoakLoss*100)
+		res.Delay = string(caps.Delay)
+		r.noteOnce("soak: %.0f%% loss and %v jitter (delay uniform in 0±%v, clamped at 0) on every link, delayed with %s", r.cfg.SoakLoss*100, r.cfg.SoakJitter, r.cfg.SoakJitter, delayName(caps.Delay))
+	default:
+		r.noteOnce("soak: the %v jitter was NOT applied: this kernel can delay neither with netem nor in user space (netlab.ErrNoNetem); the soaks ran with %.0f%% loss only", r.cfg.SoakJitter, r.cfg.SoakLoss*100)
 	}
 
 	var mu sync.Mutex
@@ -157,6 +170,17 @@ func (r *runner) soak(ctx context.Context, label string) (res *SoakResult, err e
 	defer mu.Unlock()
 	r.cfg.Logf("%s: %d false nodedowns (%d view drops) in %v", label, res.Nodedowns, res.ViewDrops, res.Duration.Round(time.Second))
 	return res, nil
+}
+
+// delayName says how the lab delays, for the report's notes.
+func delayName(m netlab.DelayMethod) string {
+	switch m {
+	case netlab.DelayNetem:
+		return "netem qdiscs in the lab's hub namespace"
+	case netlab.DelayQueue:
+		return "user-space delay (NFQUEUE in the lab's hub namespace; see internal/netlab)"
+	}
+	return string(m)
 }
 
 func (r *runner) noteOnce(f string, a ...any) {

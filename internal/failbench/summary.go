@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/clusterinfra/ci/internal/netlab"
 )
 
 // Goal is one of the issues' goals, judged on figures of one run.
@@ -81,13 +83,16 @@ func (r *Report) Summary(w io.Writer) {
 		fmt.Fprintf(w, "%-20s %-4d %-7s %6d %10s %10s %10s  %s\n", s.System, s.Nodes, s.Kind, s.Count, ms(s.P50), ms(s.P99), ms(s.Max), ratio)
 	}
 	if len(r.Soaks) > 0 {
-		fmt.Fprintf(w, "\n%-20s %-4s %8s %6s %8s %16s %11s %12s\n", "soak", "N", "minutes", "loss", "jitter", "false nodedowns", "view drops", "RSS max MiB")
+		fmt.Fprintf(w, "\n%-20s %-4s %8s %6s %11s %16s %11s %12s\n", "soak", "N", "minutes", "loss", "jitter", "false nodedowns", "view drops", "RSS max MiB")
 		for _, s := range r.Soaks {
 			jit := "none"
 			if s.Jitter > 0 {
 				jit = s.Jitter.String()
+				if s.Delay == string(netlab.DelayQueue) {
+					jit += " (nfq)"
+				}
 			}
-			fmt.Fprintf(w, "%-20s %-4d %8.1f %5.0f%% %8s %16d %11d %12.1f\n", s.System, s.Nodes, s.Duration.Minutes(), s.Loss*100, jit, s.Nodedowns, s.ViewDrops, float64(s.RSSMax)/(1<<20))
+			fmt.Fprintf(w, "%-20s %-4d %8.1f %5.0f%% %11s %16d %11d %12.1f\n", s.System, s.Nodes, s.Duration.Minutes(), s.Loss*100, jit, s.Nodedowns, s.ViewDrops, float64(s.RSSMax)/(1<<20))
 		}
 	}
 	for _, x := range r.RSS {

@@ -11,17 +11,19 @@ import (
 )
 
 // maxDelay bounds Latency and Jitter: anything longer is not a network
-// fault but a partition, and would fill netem's queue.
+// fault but a partition, and would fill the delay queue.
 const maxDelay = time.Minute
 
 // LinkModel describes how a link treats each packet, in each direction.
 // The zero value is a perfect link.
 type LinkModel struct {
-	// Latency is added to every packet (microsecond resolution). Needs
-	// netem (see Caps).
+	// Latency is added to every packet: microsecond resolution with
+	// netem; with user-space delay, a Go timer's (see Caps.Delay and the
+	// package documentation for the accuracy measured).
 	Latency time.Duration
-	// Jitter varies the delay uniformly within Latency±Jitter (netem
-	// without a distribution table; it reorders packets). Needs netem.
+	// Jitter varies each packet's delay uniformly within Latency±Jitter
+	// (never below zero; netem without a distribution table does the
+	// same). Packets reorder when their draws say so.
 	Jitter time.Duration
 	// Loss is the probability in [0,1] that a packet is dropped, with a
 	// resolution of 1e-6. Works on every kernel with nftables.
@@ -43,10 +45,11 @@ func (m LinkModel) validate(c Caps) error {
 		return fmt.Errorf("netlab: loss %v outside 0..1", m.Loss)
 	case !(m.Duplicate >= 0 && m.Duplicate <= 1):
 		return fmt.Errorf("netlab: duplicate %v outside 0..1", m.Duplicate)
-	case m.delayed() && !c.Netem:
+	case m.delayed() && !c.CanDelay():
+		if c.Netem && !c.HTB {
+			return ErrNoHTB
+		}
 		return ErrNoNetem
-	case m.delayed() && !c.HTB:
-		return ErrNoHTB
 	case m.Duplicate > 0 && !c.Duplicate:
 		return ErrNoDup
 	}
@@ -177,7 +180,7 @@ func (l *Lab) Partition(groups [][]int) error {
 // it overrides the default model until Heal. A zero a or b means every
 // other node: SetLink(3, 0, m) gives all of node 3's links model m. The
 // state is unchanged on error; a model with delay fails with ErrNoNetem on
-// kernels without netem.
+// kernels that can delay neither with netem nor in user space.
 func (l *Lab) SetLink(a, b int, m LinkModel) error {
 	if err := m.validate(l.caps); err != nil {
 		return fmt.Errorf("netlab: link %d<->%d: %w", a, b, err)
@@ -296,6 +299,8 @@ type plan struct {
 	dest   []destFaults
 	dup    map[int][]dupGroup   // by sender
 	delay  map[int][]delayGroup // by receiver
+	// model is the delay part of the fault state, for the delayer.
+	model *delayModel
 }
 
 func (l *Lab) peersOf(nodes []int) addrGroup {
@@ -361,9 +366,6 @@ func (l *Lab) plan() plan {
 		}) {
 			d.loss = append(d.loss, lossGroup{g.k, g.peers})
 		}
-		if !d.empty() {
-			p.dest = append(p.dest, d)
-		}
 		// Delay and duplication do not depend on blocks, so that a Block
 		// never rebuilds (and flushes) a netem queue.
 		for _, g := range groupBy(l, to, func(from int) string {
@@ -378,6 +380,15 @@ func (l *Lab) plan() plan {
 			m := f.model(g.peers.nodes[0], to)
 			p.delay[to] = append(p.delay[to], delayGroup{delayKey{m.Latency, m.Jitter}, g.peers})
 		}
+		if !d.empty() {
+			p.dest = append(p.dest, d)
+		}
+	}
+	if l.caps.Delay == DelayQueue {
+		p.model = &delayModel{def: delayKey{f.def.Latency, f.def.Jitter}, links: map[pair]delayKey{}}
+		for k, m := range f.links {
+			p.model.links[k] = delayKey{m.Latency, m.Jitter}
+		}
 	}
 	for _, from := range l.nodes {
 		for _, g := range groupBy(l, from, func(to int) float64 { return f.model(from, to).Duplicate }) {
@@ -391,9 +402,18 @@ func (l *Lab) plan() plan {
 // then only the senders and receiver ports whose share changed.
 func (l *Lab) install() error {
 	p := l.plan()
+	if l.caps.Delay == DelayQueue {
+		if err := l.installQueue(p); err != nil {
+			return err
+		}
+	}
 	// Every change but a no-op one (Unblock of an open pair, the same
 	// model again) changes the hub; skipping no-ops saves a transaction.
-	if key := fmt.Sprint(p.dest, p.groups); key != l.appliedHub {
+	key := fmt.Sprint(p.dest, p.groups)
+	if l.caps.Delay == DelayQueue {
+		key += fmt.Sprint(p.delay)
+	}
+	if key != l.appliedHub {
 		if err := l.installHub(p); err != nil {
 			return err
 		}
@@ -409,6 +429,9 @@ func (l *Lab) install() error {
 		}
 		l.appliedDup[n] = key
 	}
+	if l.caps.Delay != DelayNetem {
+		return nil
+	}
 	for _, n := range l.nodes {
 		key := planKey(p.delay[n])
 		if key == l.appliedTC[n] {
@@ -419,6 +442,28 @@ func (l *Lab) install() error {
 		}
 		l.appliedTC[n] = key
 	}
+	return nil
+}
+
+// installQueue prepares the delayer for plan p, before the hub's rules
+// queue anything to it: it starts the delayer with the first delayed
+// link (a queue rule without a delayer would drop the packets) and gives
+// it the new delays. The delayer then runs until Close.
+func (l *Lab) installQueue(p plan) error {
+	if l.delay == nil {
+		if len(p.delay) == 0 {
+			return nil
+		}
+		d, err := l.startDelayer()
+		if err != nil {
+			return err
+		}
+		l.delay = d
+	}
+	if err := l.delay.failure(); err != nil {
+		return err
+	}
+	l.delay.setModel(p.model)
 	return nil
 }
 

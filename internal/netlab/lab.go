@@ -31,12 +31,14 @@ var (
 	// ErrClosed is returned by every fault method after Close.
 	ErrClosed = errors.New("netlab: lab is closed")
 	// ErrNoNetem is returned when a link model asks for latency or jitter
-	// on a kernel without the netem qdisc.
-	ErrNoNetem = errors.New("netlab: latency and jitter need the kernel's netem qdisc (CONFIG_NET_SCH_NETEM), which this kernel lacks")
+	// and the lab has no way to delay packets: the kernel has neither
+	// netem with htb nor what user-space delay needs (see Caps.Delay).
+	ErrNoNetem = errors.New("netlab: latency and jitter need either the kernel's netem and htb qdiscs (CONFIG_NET_SCH_NETEM, CONFIG_NET_SCH_HTB) or user-space delay through NFQUEUE (CONFIG_NETFILTER_NETLINK_QUEUE, CONFIG_NETFILTER_XT_TARGET_NFQUEUE, CONFIG_NFT_COMPAT, CONFIG_BRIDGE_NETFILTER); this kernel has neither")
 	// ErrNoHTB is returned when a link model asks for latency or jitter on
 	// a kernel that has netem but not the htb qdisc that routes each
-	// source to its own netem.
-	ErrNoHTB = errors.New("netlab: latency and jitter need the kernel's htb qdisc (CONFIG_NET_SCH_HTB), which this kernel lacks")
+	// source to its own netem, and the lab cannot delay in user space
+	// either (or was told to use netem, see Options.Delay).
+	ErrNoHTB = errors.New("netlab: latency and jitter with netem need the kernel's htb qdisc (CONFIG_NET_SCH_HTB), which this kernel lacks")
 	// ErrNoDup is returned when a link model asks for duplication on a
 	// kernel without the nftables dup statement (CONFIG_NFT_DUP_IPV4).
 	ErrNoDup = errors.New("netlab: duplication needs the nftables dup statement (CONFIG_NFT_DUP_IPV4), which this kernel lacks")
@@ -54,18 +56,50 @@ type Options struct {
 	// value means DefaultSubnet. It must be large enough that the highest
 	// node's address is neither the network nor the broadcast address.
 	Subnet netip.Prefix
+	// Delay chooses how Latency and Jitter are emulated: "" (the
+	// default) uses netem where the kernel has it and user space
+	// otherwise; DelayNetem or DelayQueue use only that method (tests
+	// use this to check the user-space path on kernels with netem).
+	Delay DelayMethod
 }
+
+// DelayMethod is how a lab delays packets.
+type DelayMethod string
+
+const (
+	// DelayNetem: a netem qdisc per distinct delay on the hub port
+	// towards the receiver (htb classes and u32 filters pick it).
+	DelayNetem DelayMethod = "netem"
+	// DelayQueue: an ip-family table in the hub, which br_netfilter runs
+	// for bridged IPv4, queues the packets of delayed links to this
+	// process over NFQUEUE, which lets each one go on when its delay has
+	// passed (see the package documentation).
+	DelayQueue DelayMethod = "nfqueue"
+	// DelayNone: the kernel offers neither; models with delay are
+	// refused with ErrNoNetem.
+	DelayNone DelayMethod = "none"
+)
 
 // Caps says which faults the running kernel can inject. It is probed once
 // in New, inside the lab's hub namespace.
 type Caps struct {
-	// Netem: the netem qdisc exists, needed for Latency and Jitter.
+	// Netem: the netem qdisc exists, the preferred way to delay.
 	Netem bool
 	// HTB: the htb qdisc exists, needed to give each link its own netem.
 	HTB bool
 	// Duplicate: the nftables dup statement for IPv4 exists.
 	Duplicate bool
+	// Queue: the hub can queue bridged packets to user space (the xt
+	// NFQUEUE target through nft_compat, and nfnetlink_queue).
+	Queue bool
+	// Delay is the method used for Latency and Jitter: DelayNetem when
+	// Netem and HTB (unless Options.Delay says otherwise), else
+	// DelayQueue when Queue, else DelayNone.
+	Delay DelayMethod
 }
+
+// CanDelay reports whether the lab can apply Latency and Jitter.
+func (c Caps) CanDelay() bool { return c.Delay == DelayNetem || c.Delay == DelayQueue }
 
 // A Lab is a running test network. Its methods are safe for concurrent use;
 // fault changes are serialized.
@@ -87,6 +121,18 @@ type Lab struct {
 	appliedHub string
 	appliedDup map[int]string
 	appliedTC  map[int]string
+	// The hub's tables: bridge (drops) and ip (queueing for delay).
+	// Their base chains, once created, are kept, because unregistering a
+	// netfilter hook drops every packet queued to user space in the
+	// namespace (nf_queue_nf_hook_drop), which would lose the packets
+	// the delayer holds on every fault change. Each change flushes the
+	// base chains and replaces the regular chains and sets, whose names
+	// carry the generation hubGen so that old and new never clash.
+	hubGen           int
+	hubBridge, hubIP hubTable
+	// delay holds packets for DelayQueue; started with the first
+	// delayed link, stopped by Close.
+	delay *delayer
 }
 
 // nsRef is a namespace the lab created: its name under /run/netns and an
@@ -142,6 +188,11 @@ func (o *Options) validate() error {
 		return fmt.Errorf("netlab: subnet %v is not IPv4", o.Subnet)
 	}
 	o.Subnet = o.Subnet.Masked()
+	switch o.Delay {
+	case "", DelayNetem, DelayQueue:
+	default:
+		return fmt.Errorf("netlab: delay method %q is not %q or %q", o.Delay, DelayNetem, DelayQueue)
+	}
 	// Host addresses 1..size-2 are usable; node N uses offset N.
 	if hostBits := 32 - o.Subnet.Bits(); hostBits < 2 || maxN > 1<<hostBits-2 {
 		return fmt.Errorf("netlab: subnet %v has no room for node %d", o.Subnet, maxN)
@@ -178,7 +229,7 @@ func New(o Options) (_ *Lab, err error) {
 	if err := l.buildHub(); err != nil {
 		return nil, err
 	}
-	l.caps = l.probe()
+	l.caps = l.probe(o.Delay)
 	for _, n := range l.nodes {
 		if err := l.buildNode(n); err != nil {
 			return nil, fmt.Errorf("netlab: node %d: %w", n, err)
@@ -333,8 +384,9 @@ func (l *Lab) NSName(n int) string {
 // fault rules, for debugging (`ip netns exec <hub> tc qdisc`).
 func (l *Lab) HubNSName() string { return l.hubName() }
 
-// Close removes the lab's namespaces, and with them every link, qdisc and
-// nftables rule of the lab, and kills every process still running inside
+// Close stops the user-space delayer (its goroutines and socket; the
+// packets it still held are dropped), removes the lab's namespaces, and
+// with them every link, qdisc and nftables rule of the lab, and kills every process still running inside
 // them (they can only have been started for the lab, e.g. by Command
 // without Wait; Wait on such a Cmd returns soon after). It also removes a
 // partially built lab. Close is idempotent: a
@@ -367,6 +419,17 @@ func (l *Lab) Close() error {
 	if l.hubNL != nil {
 		l.hubNL.Close()
 		l.hubNL = nil
+	}
+	// The delayer's socket lives in the hub (and keeps it alive): close
+	// it before the namespaces go.
+	if l.delay != nil {
+		if err := l.delay.close(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := l.delay.failure(); err != nil {
+			errs = append(errs, err)
+		}
+		l.delay = nil
 	}
 	// Unmount first, then kill: a process Command is just starting either
 	// is already inside (and is killed) or finds the mount gone and exits

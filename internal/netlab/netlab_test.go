@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -145,9 +146,15 @@ func assertGone(t *testing.T, name string) {
 // then checks that nothing is left.
 func newLab(t *testing.T, nodes ...int) *Lab {
 	t.Helper()
+	return newLabWith(t, Options{Nodes: nodes})
+}
+
+// newLabWith is newLab with options; the name is filled in.
+func newLabWith(t *testing.T, o Options) *Lab {
+	t.Helper()
 	requireRoot(t)
-	name := testLabName(t)
-	l, err := New(Options{Name: name, Nodes: nodes})
+	o.Name = testLabName(t)
+	l, err := New(o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -155,8 +162,19 @@ func newLab(t *testing.T, nodes ...int) *Lab {
 		if err := l.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
-		assertGone(t, name)
+		assertGone(t, o.Name)
 	})
+	return l
+}
+
+// newQueueLab builds a lab that delays in user space even where the
+// kernel has netem, or skips the test where it cannot.
+func newQueueLab(t *testing.T, nodes ...int) *Lab {
+	t.Helper()
+	l := newLabWith(t, Options{Nodes: nodes, Delay: DelayQueue})
+	if c := l.Capabilities(); c.Delay != DelayQueue {
+		t.Skipf("no user-space delay on this kernel (%+v)", c)
+	}
 	return l
 }
 
@@ -758,49 +776,376 @@ func TestLatency(t *testing.T) {
 	if err := l.SetLink(1, 2, LinkModel{}); err != nil {
 		t.Errorf("zero link model refused: %v", err)
 	}
-	err := l.SetLink(1, 2, LinkModel{Latency: 50 * time.Millisecond, Jitter: time.Millisecond})
-	if !caps.Netem {
-		if !errors.Is(err, ErrNoNetem) {
-			t.Fatalf("latency without netem: %v, want ErrNoNetem", err)
+	err := l.SetLink(1, 2, LinkModel{Latency: 50 * time.Millisecond})
+	if !caps.CanDelay() {
+		if caps.Netem && !caps.HTB {
+			if !errors.Is(err, ErrNoHTB) {
+				t.Fatalf("latency without htb: %v, want ErrNoHTB", err)
+			}
+			return
 		}
-		if !strings.Contains(err.Error(), "CONFIG_NET_SCH_NETEM") {
-			t.Errorf("error does not name the kernel option: %v", err)
+		if !errors.Is(err, ErrNoNetem) {
+			t.Fatalf("latency without any delay method: %v, want ErrNoNetem", err)
+		}
+		if !strings.Contains(err.Error(), "CONFIG_NET_SCH_NETEM") || !strings.Contains(err.Error(), "NFQUEUE") {
+			t.Errorf("error does not name the kernel options: %v", err)
 		}
 		if err := l.SetDefault(LinkModel{Jitter: time.Millisecond}); !errors.Is(err, ErrNoNetem) {
-			t.Errorf("default jitter without netem: %v, want ErrNoNetem", err)
-		}
-		return
-	}
-	if !caps.HTB {
-		if !errors.Is(err, ErrNoHTB) {
-			t.Fatalf("latency without htb: %v, want ErrNoHTB", err)
+			t.Errorf("default jitter without delay: %v, want ErrNoNetem", err)
 		}
 		return
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkFixedLatency(t, l)
+}
+
+// TestLatencyQueue is TestLatency's delay check with user-space delay,
+// also on kernels that have netem.
+func TestLatencyQueue(t *testing.T) {
+	t.Parallel()
+	l := newQueueLab(t, 1, 2, 3)
+	if err := l.SetLink(1, 2, LinkModel{Latency: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	checkFixedLatency(t, l)
+}
+
+// rtt measures one UDP round trip a->b->a (both legs are separate
+// datagrams between the mesh's sockets).
+func (m *mesh) rtt(t *testing.T, a, b int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if !m.reach(t, a, b, arriveWait) || !m.reach(t, b, a, arriveWait) {
+		t.Fatalf("%d<->%d: lost", a, b)
+	}
+	return time.Since(start)
+}
+
+// checkFixedLatency expects 50 ms each way on 1<->2 and nothing on the
+// other links. The bounds are generous, for a loaded 2-core machine:
+// every round trip within 100..250 ms.
+func checkFixedLatency(t *testing.T, l *Lab) {
+	t.Helper()
 	m := newMesh(t, l)
-	rtt := func(a, b int) time.Duration {
-		start := time.Now()
-		if !m.reach(t, a, b, arriveWait) || !m.reach(t, b, a, arriveWait) {
-			t.Fatalf("%d<->%d: lost", a, b)
+	m.rtt(t, 1, 3) // ARP
+	m.rtt(t, 2, 3)
+	var rtts []time.Duration
+	for range 10 {
+		rtts = append(rtts, m.rtt(t, 1, 2))
+	}
+	slices.Sort(rtts)
+	t.Logf("1<->2 with 50ms each way (%s): round trips min %v, median %v, max %v", l.Capabilities().Delay, rtts[0], rtts[len(rtts)/2], rtts[len(rtts)-1])
+	for _, d := range rtts {
+		if d < 100*time.Millisecond || d > 250*time.Millisecond {
+			t.Errorf("1<->2 round trip %v with 50ms each way, want 100..250ms", d)
 		}
-		return time.Since(start)
 	}
-	rtt(1, 3) // ARP
-	if d := rtt(1, 2); d < 95*time.Millisecond {
-		t.Errorf("1<->2 round trip %v with 50ms each way", d)
-	}
-	if d := rtt(1, 3); d > 40*time.Millisecond {
+	if d := m.rtt(t, 1, 3); d > 40*time.Millisecond {
 		t.Errorf("1<->3 round trip %v without latency", d)
 	}
 	if err := l.Heal(); err != nil {
 		t.Fatal(err)
 	}
-	if d := rtt(1, 2); d > 40*time.Millisecond {
+	if d := m.rtt(t, 1, 2); d > 40*time.Millisecond {
 		t.Errorf("1<->2 round trip %v after heal", d)
 	}
+}
+
+// oneWay sends k datagrams from -> to, gap apart, each carrying its send
+// time (every namespace shares the host's clock), and returns the one-way
+// delay of each that arrived within wait after the last send, in arrival
+// order, and how many arrived before a datagram sent earlier.
+func (m *mesh) oneWay(t *testing.T, from, to, k int, gap, wait time.Duration) (delays []time.Duration, reordered int) {
+	return m.oneWayN(t, from, to, k, k, gap, wait)
+}
+
+// oneWayN is oneWay that stops reading early only when expect datagrams
+// arrived (2k with duplication).
+func (m *mesh) oneWayN(t *testing.T, from, to, k, expect int, gap, wait time.Duration) (delays []time.Duration, reordered int) {
+	t.Helper()
+	m.seq++
+	prefix := fmt.Sprintf("ow%d:", m.seq)
+	c := m.conns[to]
+	type arrival struct {
+		i  int
+		at time.Time
+		d  time.Duration
+	}
+	got := make(chan []arrival, 1)
+	stop := make(chan time.Time, 1)
+	go func() {
+		var arr []arrival
+		buf := make([]byte, 1500)
+		deadline := time.Now().Add(time.Duration(k)*gap + wait + arriveWait)
+		for len(arr) < expect {
+			select {
+			case d := <-stop:
+				deadline = d
+			default:
+			}
+			rd := time.Now().Add(10 * time.Millisecond)
+			if deadline.Before(rd) {
+				rd = deadline
+			}
+			_ = c.SetReadDeadline(rd)
+			n, _, err := c.ReadFromUDP(buf)
+			now := time.Now()
+			if err != nil {
+				if now.After(deadline) {
+					break
+				}
+				continue
+			}
+			rest, ok := strings.CutPrefix(string(buf[:n]), prefix)
+			if !ok {
+				continue
+			}
+			var i int
+			var sent int64
+			if _, err := fmt.Sscanf(rest, "%d:%d", &i, &sent); err != nil {
+				continue
+			}
+			arr = append(arr, arrival{i, now, now.Sub(time.Unix(0, sent))})
+		}
+		got <- arr
+	}()
+	for i := range k {
+		m.send(t, from, to, fmt.Sprintf("%s%d:%d", prefix, i, time.Now().UnixNano()))
+		time.Sleep(gap)
+	}
+	stop <- time.Now().Add(wait)
+	arr := <-got
+	maxI := -1
+	for _, a := range arr {
+		delays = append(delays, a.d)
+		if a.i < maxI {
+			reordered++
+		}
+		maxI = max(maxI, a.i)
+	}
+	return delays, reordered
+}
+
+type delayStats struct {
+	n                      int
+	min, p50, p90, p99, mx time.Duration
+	mean, stddev           time.Duration
+}
+
+func statsOf(ds []time.Duration) delayStats {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	st := delayStats{n: len(s)}
+	if len(s) == 0 {
+		return st
+	}
+	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	st.min, st.p50, st.p90, st.p99, st.mx = s[0], q(0.5), q(0.9), q(0.99), s[len(s)-1]
+	var sum, sq float64
+	for _, d := range s {
+		sum += float64(d)
+	}
+	mean := sum / float64(len(s))
+	for _, d := range s {
+		sq += (float64(d) - mean) * (float64(d) - mean)
+	}
+	st.mean = time.Duration(mean)
+	st.stddev = time.Duration(math.Sqrt(sq / float64(len(s))))
+	return st
+}
+
+func (s delayStats) String() string {
+	r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+	return fmt.Sprintf("n=%d min %v p50 %v p90 %v p99 %v max %v mean %v sd %v",
+		s.n, r(s.min), r(s.p50), r(s.p90), r(s.p99), r(s.mx), r(s.mean), r(s.stddev))
+}
+
+// TestJitter checks that jitter varies the delay within its bounds and
+// reorders packets, and logs the one-way delays measured.
+func TestJitter(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 1, 2, 3)
+	if !l.Capabilities().CanDelay() {
+		t.Skip("this kernel cannot delay")
+	}
+	checkJitter(t, l)
+}
+
+func TestJitterQueue(t *testing.T) {
+	t.Parallel()
+	checkJitter(t, newQueueLab(t, 1, 2, 3))
+}
+
+func checkJitter(t *testing.T, l *Lab) {
+	t.Helper()
+	m := newMesh(t, l)
+	m.rtt(t, 1, 2) // ARP, before the delay
+	base, _ := m.oneWay(t, 1, 2, 50, time.Millisecond, 100*time.Millisecond)
+	if err := l.SetLink(1, 2, LinkModel{Latency: 10 * time.Millisecond, Jitter: 5 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	const k = 200
+	ds, reordered := m.oneWay(t, 1, 2, k, time.Millisecond, 200*time.Millisecond)
+	st := statsOf(ds)
+	t.Logf("%s, one way 1->2 without delay: %v", l.Capabilities().Delay, statsOf(base))
+	t.Logf("%s, one way 1->2 with 10ms±5ms: %v; %d of %d reordered", l.Capabilities().Delay, st, reordered, len(ds))
+	if len(ds) != k {
+		t.Fatalf("%d of %d datagrams arrived", len(ds), k)
+	}
+	// Uniform on 5..15 ms: sd 2.9 ms, so min and max close to the bounds.
+	// Generous for a noisy machine: nothing early, little very late.
+	if st.min < 5*time.Millisecond-200*time.Microsecond {
+		t.Errorf("a datagram arrived after %v, before the least delay of 5ms", st.min)
+	}
+	if st.p90 > 40*time.Millisecond {
+		t.Errorf("p90 delay %v, want under 40ms for 10ms±5ms", st.p90)
+	}
+	if st.mean < 8*time.Millisecond || st.mean > 25*time.Millisecond {
+		t.Errorf("mean delay %v, want about 10ms", st.mean)
+	}
+	if st.stddev < 1500*time.Microsecond || st.p90-st.min < 5*time.Millisecond {
+		t.Errorf("jitter does not vary the delay enough: %v", st)
+	}
+	if reordered == 0 {
+		t.Errorf("no reordering with ±5ms jitter and 1ms between datagrams")
+	}
+	// Jitter larger than the latency: the delay is clamped at 0.
+	if err := l.SetLink(1, 2, LinkModel{Jitter: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	ds, _ = m.oneWay(t, 1, 2, k, time.Millisecond, 100*time.Millisecond)
+	st = statsOf(ds)
+	t.Logf("%s, one way 1->2 with 0±10ms: %v", l.Capabilities().Delay, st)
+	if len(ds) != k || st.p50 > 5*time.Millisecond || st.p99 > 40*time.Millisecond || st.p90 < 3*time.Millisecond {
+		t.Errorf("0±10ms: %v, want half undelayed and the rest up to 10ms", st)
+	}
+}
+
+// TestDelayComposes checks the order of faults with user-space delay:
+// what loss drops is never queued, copies are delayed like originals, and
+// a change of other faults does not drop the packets being held.
+func TestDelayComposes(t *testing.T) {
+	t.Parallel()
+	l := newQueueLab(t, 1, 2, 3)
+	m := newMesh(t, l)
+	m.expect(t, "before", all) // ARP
+	if err := l.SetLink(1, 2, LinkModel{Latency: 20 * time.Millisecond, Loss: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.count(t, 1, 2, 50, 300*time.Millisecond); got != 0 {
+		t.Errorf("100%% loss with latency: %d arrived", got)
+	}
+	if q := l.delay.queued.Load(); q != 0 {
+		t.Errorf("%d packets lost to loss were queued for delay", q)
+	}
+
+	if err := l.SetLink(1, 2, LinkModel{Latency: 20 * time.Millisecond, Loss: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+	ds, _ := m.oneWay(t, 1, 2, 400, 500*time.Microsecond, 200*time.Millisecond)
+	st := statsOf(ds)
+	t.Logf("20ms, 50%% loss: %v", st)
+	if st.n < 100 || st.n > 300 || st.min < 19*time.Millisecond {
+		t.Errorf("20ms with 50%% loss: %v, want about 200 of 400, none under 20ms", st)
+	}
+	if q, n := l.delay.queued.Load(), int64(st.n); q < n || q > n+5 {
+		t.Errorf("%d packets queued for %d delivered: lost ones were queued", q, n)
+	}
+
+	if l.Capabilities().Duplicate {
+		if err := l.SetLink(1, 2, LinkModel{Latency: 20 * time.Millisecond, Duplicate: 1}); err != nil {
+			t.Fatal(err)
+		}
+		ds, _ := m.oneWayN(t, 1, 2, 20, 40, time.Millisecond, 200*time.Millisecond)
+		if st := statsOf(ds); st.n != 40 || st.min < 19*time.Millisecond {
+			t.Errorf("20ms with duplication: %v, want 40 copies of 20, all delayed", st)
+		}
+	}
+
+	// Packets held when another fault changes still arrive: the hub's
+	// base chain is kept, so the kernel does not flush the queue.
+	if err := l.SetLink(1, 2, LinkModel{Latency: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 1)
+	go func() { got <- m.count(t, 1, 2, 20, time.Second) }()
+	time.Sleep(100 * time.Millisecond)
+	if err := l.Block(3, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetLink(2, 3, LinkModel{Loss: 0.1}); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != 20 {
+		t.Errorf("%d of 20 held packets arrived after other faults changed", n)
+	}
+	if err := l.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	m.expect(t, "healed", all)
+}
+
+// TestDelayQueueTCP runs TCP over delayed, jittery, lossy links.
+func TestDelayQueueTCP(t *testing.T) {
+	t.Parallel()
+	l := newQueueLab(t, 1, 2)
+	if err := l.SetDefault(LinkModel{Latency: 5 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.05}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := tcpEcho(l, 1, 2, 10*time.Second); err != nil {
+			t.Errorf("tcp over a delayed link: %v", err)
+		}
+	}
+}
+
+// TestDelayerClose checks that Close stops the delayer and closes its
+// socket, also with packets held.
+func TestDelayerClose(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	name := testLabName(t)
+	l, err := New(Options{Name: name, Nodes: []int{1, 2}, Delay: DelayQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	if l.Capabilities().Delay != DelayQueue {
+		t.Skip("no user-space delay on this kernel")
+	}
+	if l.delay != nil {
+		t.Error("delayer started before any link was delayed")
+	}
+	if err := l.SetDefault(LinkModel{Latency: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	d := l.delay
+	if d == nil {
+		t.Fatal("no delayer with a delayed link")
+	}
+	m := newMesh(t, l)
+	m.send(t, 1, 2, "held")
+	deadline := time.Now().Add(2 * time.Second)
+	for d.queued.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case <-d.done:
+	default:
+		t.Error("releaser still running after Close")
+	}
+	if d.ctx.Err() == nil {
+		t.Error("receiver still running after Close")
+	}
+	if err := d.q.SetVerdict(1, 1); err == nil {
+		t.Error("nfqueue socket still open after Close")
+	}
+	assertGone(t, name)
 }
 
 // TestDelayClassesWithoutNetem builds the htb classes and u32 filters of

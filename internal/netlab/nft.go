@@ -32,6 +32,12 @@ type ruleBuilder struct {
 	t      *nftables.Table
 	nsets  int
 	groups map[int]*nftables.Set // partition group sets, shared by rules
+	// suffix is appended to the names of sets and regular chains;
+	// chains and sets record what was added, so that the next
+	// transaction can delete it.
+	suffix string
+	chains []string
+	sets   []string
 }
 
 func newRuleBuilder(l *Lab, fd int, fam nftables.TableFamily) (*ruleBuilder, error) {
@@ -56,7 +62,8 @@ func (b *ruleBuilder) addr4(n int) []byte {
 // set adds a named set holding the nodes' addresses.
 func (b *ruleBuilder) set(nodes []int) (*nftables.Set, error) {
 	b.nsets++
-	s := &nftables.Set{Table: b.t, Name: fmt.Sprintf("s%d", b.nsets), KeyType: nftables.TypeIPAddr}
+	s := &nftables.Set{Table: b.t, Name: fmt.Sprintf("s%d%s", b.nsets, b.suffix), KeyType: nftables.TypeIPAddr}
+	b.sets = append(b.sets, s.Name)
 	elems := make([]nftables.SetElement, len(nodes))
 	for i, n := range nodes {
 		elems[i] = nftables.SetElement{Key: b.addr4(n)}
@@ -123,32 +130,113 @@ func (b *ruleBuilder) rule(ch *nftables.Chain, exprs ...[]expr.Any) {
 
 var drop = []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}
 
-// installHub replaces the hub's bridge table. The forward chain sends each
-// IPv4 packet for a node with faults to that node's chain, which drops it
-// if the sender is partitioned away, blocked, or loses the draw.
+// hubTable is what the lab last installed in one of the hub's tables.
+type hubTable struct {
+	built        bool
+	chains, sets []string
+}
+
+// installHub replaces the rules of the hub's tables in one transaction.
+// The bridge table's forward chain sends each IPv4 packet for a node with
+// faults to that node's chain, which drops it if the sender is
+// partitioned away, blocked, or loses the draw. With DelayQueue, the ip
+// table's forward chain then queues the packets of delayed links to the
+// delayer; bridged IPv4 packets reach it through br_netfilter, after the
+// bridge's filter chains (priority -200 against br_netfilter's 0), so
+// what the bridge table drops is never queued.
+//
+// Unlike the senders' tables, the hub's are not deleted and re-added:
+// their base chains, once created, stay, and a change flushes them and
+// replaces the regular chains and sets. Deleting a base chain unregisters
+// its hook, and the kernel then drops every packet queued to user space
+// in the namespace, i.e. everything the delayer holds.
 func (l *Lab) installHub(p plan) error {
-	b, err := newRuleBuilder(l, l.hub.fd, nftables.TableFamilyBridge)
-	if err != nil {
-		return fmt.Errorf("netlab: hub: %w", err)
+	queue := l.caps.Delay == DelayQueue && (len(p.delay) > 0 || l.hubIP.built)
+	if !l.hubBridge.built && len(p.dest) == 0 && !queue {
+		return nil // nothing was ever installed, nothing to install
 	}
+	c, err := nftables.New(nftables.WithNetNSFd(l.hub.fd))
+	if err != nil {
+		return fmt.Errorf("netlab: hub: nftables: %w", err)
+	}
+	suffix := fmt.Sprintf("-g%d", l.hubGen+1)
+	br, brFwd := l.beginHub(c, nftables.TableFamilyBridge, l.hubBridge, suffix)
 	if len(p.dest) > 0 {
-		if err := b.hubRules(p); err != nil {
+		if err := br.hubRules(p, brFwd); err != nil {
 			return fmt.Errorf("netlab: hub: %w", err)
 		}
 	}
-	if err := b.c.Flush(); err != nil {
+	var ip *ruleBuilder
+	if queue {
+		var ipFwd *nftables.Chain
+		ip, ipFwd = l.beginHub(c, nftables.TableFamilyIPv4, l.hubIP, suffix)
+		if err := ip.queueRules(p, ipFwd); err != nil {
+			return fmt.Errorf("netlab: hub: %w", err)
+		}
+	}
+	if err := c.Flush(); err != nil {
 		return fmt.Errorf("netlab: hub nftables: %w", err)
+	}
+	l.hubGen++
+	l.hubBridge = hubTable{built: true, chains: br.chains, sets: br.sets}
+	if ip != nil {
+		l.hubIP = hubTable{built: true, chains: ip.chains, sets: ip.sets}
 	}
 	return nil
 }
 
-func (b *ruleBuilder) hubRules(p plan) error {
-	b.c.AddTable(b.t)
+// beginHub starts replacing one of the hub's tables in transaction c: it
+// creates the table and its forward chain the first time, and otherwise
+// flushes the forward chain and deletes the previous generation's regular
+// chains (with their rules) and then their sets.
+func (l *Lab) beginHub(c *nftables.Conn, fam nftables.TableFamily, prev hubTable, suffix string) (*ruleBuilder, *nftables.Chain) {
+	t := &nftables.Table{Name: tableName, Family: fam}
 	accept := nftables.ChainPolicyAccept
-	fwd := b.c.AddChain(&nftables.Chain{
-		Name: "forward", Table: b.t, Type: nftables.ChainTypeFilter,
+	fwd := &nftables.Chain{
+		Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
-	})
+	}
+	if !prev.built {
+		c.AddTable(t)
+		c.AddChain(fwd)
+	} else {
+		c.FlushChain(fwd)
+		for _, name := range prev.chains {
+			c.DelChain(&nftables.Chain{Name: name, Table: t})
+		}
+		for _, name := range prev.sets {
+			c.DelSet(&nftables.Set{Name: name, Table: t})
+		}
+	}
+	return &ruleBuilder{lab: l, c: c, t: t, groups: map[int]*nftables.Set{}, suffix: suffix}, fwd
+}
+
+// queueRules fills the hub's ip table: per receiver with delayed links, a
+// chain that queues the packets of the delayed senders (the compat
+// NFQUEUE target). The queue verdict ends the ip forward hook for the
+// packet; the delayer's ACCEPT sends it on through the bridge.
+func (b *ruleBuilder) queueRules(p plan, fwd *nftables.Chain) error {
+	for _, to := range b.lab.nodes {
+		groups := p.delay[to]
+		if len(groups) == 0 {
+			continue
+		}
+		ch := b.c.AddChain(&nftables.Chain{Name: fmt.Sprintf("delay-n%d%s", to, b.suffix), Table: b.t})
+		b.chains = append(b.chains, ch.Name)
+		m, _ := b.match(offDaddr, addrGroup{nodes: []int{to}}, false, nil)
+		b.rule(fwd, m, []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name}})
+		for _, g := range groups {
+			m, err := b.match(offSaddr, g.peers, false, nil)
+			if err != nil {
+				return err
+			}
+			b.rule(ch, m, []expr.Any{nfqueueTarget()})
+		}
+	}
+	return nil
+}
+
+func (b *ruleBuilder) hubRules(p plan, fwd *nftables.Chain) error {
 	// ARP and everything else but IPv4 passes: a cut link still answers
 	// ARP in real switches too, and the address offsets below are IPv4's.
 	b.rule(fwd, []expr.Any{
@@ -157,7 +245,8 @@ func (b *ruleBuilder) hubRules(p plan) error {
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	})
 	for _, d := range p.dest {
-		ch := b.c.AddChain(&nftables.Chain{Name: fmt.Sprintf("to-n%d", d.to), Table: b.t})
+		ch := b.c.AddChain(&nftables.Chain{Name: fmt.Sprintf("to-n%d%s", d.to, b.suffix), Table: b.t})
+		b.chains = append(b.chains, ch.Name)
 		to, _ := b.match(offDaddr, addrGroup{nodes: []int{d.to}}, false, nil)
 		b.rule(fwd, to, []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name}})
 		switch {

@@ -110,9 +110,10 @@ func (l *Lab) srcKeys(g addrGroup) []netlink.TcU32Key {
 }
 
 // probe finds out, inside the hub, what the kernel supports: it adds and
-// removes each qdisc on the hub's lo and tries a dup rule. It takes a few
-// netlink round trips.
-func (l *Lab) probe() Caps {
+// removes each qdisc on the hub's lo, tries a dup rule and a queue rule
+// and binds a scratch queue. It takes a few netlink round trips. want is
+// Options.Delay.
+func (l *Lab) probe(want DelayMethod) Caps {
 	var c Caps
 	lo, err := l.hubNL.LinkByName("lo")
 	if err == nil {
@@ -121,6 +122,16 @@ func (l *Lab) probe() Caps {
 		c.HTB = l.probeQdisc(netlink.NewHtb(attrs))
 	}
 	c.Duplicate = l.probeDup()
+	c.Queue = l.probeQueue()
+	netem := c.Netem && c.HTB
+	switch {
+	case netem && want != DelayQueue:
+		c.Delay = DelayNetem
+	case c.Queue && want != DelayNetem:
+		c.Delay = DelayQueue
+	default:
+		c.Delay = DelayNone
+	}
 	return c
 }
 

@@ -38,8 +38,9 @@ type NetnsOptions struct {
 // and ICS call event to the lab (clusterd -lab), stamped with the host's
 // clock, which all namespaces share. Crash is SIGKILL, pause SIGSTOP,
 // partitions and cuts are nftables drops inside the namespaces, loss and
-// duplication are nftables rules, latency and jitter are netem (when the
-// kernel has it). It needs root.
+// duplication are nftables rules, latency and jitter are netem where the
+// kernel has it and are delayed in user space (NFQUEUE) otherwise (see
+// package internal/netlab). It needs root.
 func RunNetns(sc *scenarios.Scenario, o NetnsOptions) *Result {
 	return run(sc, o.Options, "netns", func(r *runner) (backend, error) {
 		return newNetnsBackend(sc, o, r)
@@ -206,10 +207,10 @@ func newNetnsBackend(sc *scenarios.Scenario, o NetnsOptions, r *runner) (*netnsB
 		}
 	}
 	base := netlab.LinkModel{Loss: sc.Network.Loss, Duplicate: sc.Network.Duplicate}
-	if c := b.lab.Capabilities(); c.Netem && c.HTB {
+	if c := b.lab.Capabilities(); c.CanDelay() {
 		base.Latency, base.Jitter = sc.Network.Latency, sc.Network.Jitter
 	} else if sc.Network.Latency > 0 || sc.Network.Jitter > 0 {
-		b.warn(fmt.Sprintf("this kernel has no netem: the baseline latency %v and jitter %v are not emulated; links are as fast as the veth bridge", sc.Network.Latency, sc.Network.Jitter))
+		b.warn(fmt.Sprintf("this kernel can delay neither with netem nor in user space (NFQUEUE): the baseline latency %v and jitter %v are not emulated; links are as fast as the veth bridge", sc.Network.Latency, sc.Network.Jitter))
 	}
 	if err := b.lab.SetDefault(base); err != nil {
 		return nil, fmt.Errorf("netns: baseline network: %w", err)
@@ -449,7 +450,7 @@ func (b *netnsBackend) cut(from, to node.ID) error {
 
 func (b *netnsBackend) link(a, c node.ID, lc *scenarios.LinkChange) error {
 	m := netlab.LinkModel{Loss: b.sc.Network.Loss, Duplicate: b.sc.Network.Duplicate}
-	if caps := b.lab.Capabilities(); caps.Netem && caps.HTB {
+	if caps := b.lab.Capabilities(); caps.CanDelay() {
 		m.Latency, m.Jitter = b.sc.Network.Latency, b.sc.Network.Jitter
 	}
 	if lc.Latency != nil {
@@ -500,7 +501,7 @@ func (b *netnsBackend) heal() {
 		b.r.res.InternalError = "netns: heal: " + err.Error()
 	}
 	base := netlab.LinkModel{Loss: b.sc.Network.Loss, Duplicate: b.sc.Network.Duplicate}
-	if caps := b.lab.Capabilities(); caps.Netem && caps.HTB {
+	if caps := b.lab.Capabilities(); caps.CanDelay() {
 		base.Latency, base.Jitter = b.sc.Network.Latency, b.sc.Network.Jitter
 	}
 	if err := b.lab.SetDefault(base); err != nil {

@@ -64,7 +64,7 @@ type Result struct {
 	Nodedowns      []Nodedown `json:"nodedowns"`
 	FalseNodedowns int        `json:"false_nodedowns"`
 	// Warnings say what this run could not do as the file asked (a
-	// netns run on a kernel without netem, say) and where its files are.
+	// VM run asked for latency, say) and where its files are.
 	Warnings []string `json:"warnings,omitempty"`
 	// InternalError is set when the lab itself failed (exit status 3).
 	InternalError string `json:"internal_error,omitempty"`
