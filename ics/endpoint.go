@@ -55,6 +55,7 @@ type Endpoint struct {
 	// freeFrames holds emptied buffers of large acknowledged frames
 	// (frameBuf).
 	freeFrames [][]byte
+	maxFree    int    // bound of freeFrames (Config.maxFreeFrames)
 	dbuf       []byte // scratch for datagrams
 	dgrams     map[node.ID]*dgramPeer
 	onDgram    DatagramFunc
@@ -136,7 +137,7 @@ type outMsg struct {
 }
 
 type inChan struct {
-	asm      []byte
+	asm      reassembly
 	asmHdr   *msg
 	asmSvc   string  // asmHdr's service name (its svc aliases a frame that is gone)
 	queue    []inMsg // queue[head:] waits for its service
@@ -170,6 +171,7 @@ func New(env node.Env, cfg Config) (*Endpoint, error) {
 		services: map[string]*service{},
 		dgrams:   map[node.ID]*dgramPeer{},
 		stats:    Stats{Drops: map[string]uint64{}},
+		maxFree:  cfg.maxFreeFrames(),
 	}
 	if err := e.newSealer(); err != nil {
 		return nil, err
@@ -699,8 +701,16 @@ func (e *Endpoint) sendNext(p *peer, pa *path, ch Channel) bool {
 	return true
 }
 
-// maxFreeFrames bounds the endpoint's free list of large frame buffers.
-const maxFreeFrames = 16
+// maxFreeFrames bounds the endpoint's free list of large frame buffers:
+// enough for the frames a bulk transfer has unacknowledged at once (the
+// receiver acknowledges every Window/4 frames, and the stream holds up
+// to LowWater more), so that in a steady transfer every chunk reuses the
+// buffer of one acknowledged before it instead of allocating and zeroing
+// a new one. With 16 most did (a quarter of the sender's work). It is
+// set from the Config in New.
+func (c *Config) maxFreeFrames() int {
+	return c.Window/4 + c.LowWater/c.ChunkSize + 2
+}
 
 // smallFrame is the capacity of every buffer of a small frame (a frame of
 // up to smallFrame bytes), and maxSmallFrames bounds their free list:
@@ -743,7 +753,7 @@ func (e *Endpoint) frameBuf(size int) []byte {
 // the caller must hold no other reference to it.
 func (e *Endpoint) freeFrame(f []byte) {
 	switch {
-	case cap(f) >= e.cfg.ChunkSize && len(e.freeFrames) < maxFreeFrames:
+	case cap(f) >= e.cfg.ChunkSize && len(e.freeFrames) < e.maxFree:
 		e.freeFrames = append(e.freeFrames, f[:0])
 	case cap(f) == smallFrame && len(e.smallFrames) < maxSmallFrames:
 		e.smallFrames = append(e.smallFrames, f[:0])

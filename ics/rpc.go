@@ -297,7 +297,8 @@ func (e *Endpoint) received(p *peer, m *msg) {
 	case m.flags&flagFirst != 0 && m.flags&flagLast != 0:
 		if ic.asmHdr != nil {
 			e.drop("interleaved-chunks")
-			ic.asmHdr, ic.asm = nil, nil
+			ic.asmHdr = nil
+			ic.asm.reset()
 		}
 		whole = inMsg{typ: m.typ, callID: m.callID, svc: e.svcName(m.svc), payload: m.chunk}
 	case m.flags&flagFirst != 0:
@@ -308,7 +309,15 @@ func (e *Endpoint) received(p *peer, m *msg) {
 		h.chunk, h.svc = nil, nil
 		ic.asmHdr = &h
 		ic.asmSvc = e.svcName(m.svc)
-		ic.asm = append(make([]byte, 0, m.total), m.chunk...)
+		ic.asm.start(int(m.total))
+		if len(m.chunk) > int(m.total) {
+			e.drop("oversized-chunks")
+			ic.asmHdr = nil
+			ic.asm.reset()
+			ic.consumed++
+			return
+		}
+		ic.asm.add(m.chunk)
 	default:
 		if ic.asmHdr == nil || ic.asmHdr.callID != m.callID || ic.asmHdr.typ != m.typ {
 			e.drop("orphan-chunk")
@@ -316,21 +325,23 @@ func (e *Endpoint) received(p *peer, m *msg) {
 			ic.consumed++
 			return
 		}
-		if len(ic.asm)+len(m.chunk) > int(ic.asmHdr.total) {
+		if ic.asm.len()+len(m.chunk) > int(ic.asmHdr.total) {
 			e.drop("oversized-chunks")
-			ic.asmHdr, ic.asm = nil, nil
+			ic.asmHdr = nil
+			ic.asm.reset()
 			ic.consumed++
 			return
 		}
-		ic.asm = append(ic.asm, m.chunk...)
+		ic.asm.add(m.chunk)
 		if m.flags&flagLast != 0 {
-			if len(ic.asm) != int(ic.asmHdr.total) {
+			if ic.asm.len() != int(ic.asmHdr.total) {
 				e.drop("short-chunks")
 			} else {
 				h := ic.asmHdr
-				whole = inMsg{typ: h.typ, callID: h.callID, svc: ic.asmSvc, payload: ic.asm}
+				whole = inMsg{typ: h.typ, callID: h.callID, svc: ic.asmSvc, payload: ic.asm.whole()}
 			}
-			ic.asmHdr, ic.asm = nil, nil
+			ic.asmHdr = nil
+			ic.asm.reset()
 		}
 	}
 	if whole.typ == 0 {

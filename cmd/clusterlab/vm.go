@@ -136,7 +136,7 @@ func (s *vmSetup) run(sc *scenarios.Scenario, o lab.Options, keep, measure bool,
 				tot += b
 				ids = append(ids, id)
 			}
-			bl := fmt.Sprintf("BenchmarkVMBoot/%s \t1\t%d converged-ns %d guest-ram-MiB", benchName(sc.Name), at.Nanoseconds(), vm.DefaultMemMiB)
+			bl := fmt.Sprintf("BenchmarkVMBoot/%s/nodes=%d \t1\t%d converged-ns %d guest-ram-MiB", benchName(sc.Name), n, at.Nanoseconds(), vm.DefaultMemMiB)
 			if len(rss) > 0 {
 				sort.Ints(ids)
 				mx := int64(0)
@@ -161,7 +161,9 @@ func (s *vmSetup) run(sc *scenarios.Scenario, o lab.Options, keep, measure bool,
 	return res
 }
 
-// benchName is a scenario name as one element of a benchmark name.
+// benchName is a scenario name as one element of a benchmark name. A
+// benchmark line's name must not end in -N (go test's GOMAXPROCS suffix,
+// which readers strip), so callers put another element after it.
 func benchName(s string) string { return strings.Join(strings.Fields(s), "_") }
 
 // nodedownBench is each nodedown of res as a benchmark line, named by its

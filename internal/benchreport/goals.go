@@ -83,9 +83,9 @@ var goals = func() []goal {
 		// 5x one bare VM's boot (same kernel, an init that powers off),
 		// measured in the same run; the memory of each VM.
 		goal{areaLab, "five VMs start to converged vs one bare VM boot (ns)", ratioMax,
-			figure{"VMBoot/vm-form-5", "converged-ns"}, figure{"VMBoot/bare", "boot-ns"}, 5},
-		goal{areaLab, "guest RAM per VM (MiB)", absMax, figure{"VMBoot/vm-form-5", "guest-ram-MiB"}, figure{}, 128},
-		goal{areaLab, "QEMU resident memory per VM, largest (bytes)", info, figure{"VMBoot/vm-form-5", "qemu-rss-max-bytes"}, figure{}, 0},
+			figure{"VMBoot/vm-form-5/nodes=5", "converged-ns"}, figure{"VMBoot/bare", "boot-ns"}, 5},
+		goal{areaLab, "guest RAM per VM (MiB)", absMax, figure{"VMBoot/vm-form-5/nodes=5", "guest-ram-MiB"}, figure{}, 128},
+		goal{areaLab, "QEMU resident memory per VM, largest (bytes)", info, figure{"VMBoot/vm-form-5/nodes=5", "qemu-rss-max-bytes"}, figure{}, 0},
 		goal{areaLab, "crash of n3 on 3 VMs: nodedown applied on every survivor vs the simulator, same file (ns)", info,
 			figure{"VMNodedown/vm-ci-3/1-n3/vm", "applied-ns"}, figure{"VMNodedown/vm-ci-3/1-n3/sim", "applied-ns"}, 0},
 		goal{areaLab, "partition of n3 on 3 VMs: nodedown applied on every survivor vs the simulator, same file (ns)", info,

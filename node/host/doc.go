@@ -12,7 +12,9 @@
 // inbox delivers what it read itself, which saves two goroutine switches
 // per message; what callbacks send on streams is written by the token's
 // holder before it lets go, without blocking, and by a writer goroutine
-// per stream when the socket is full. For the same reason a synchronous
+// per stream when the socket is full. That writer, too, delivers the
+// StreamWritable its progress earns itself when it finds the token free,
+// so that a bulk sender refills the stream without waking the loop. For the same reason a synchronous
 // caller from outside can take the idle token itself (Node.TryDo), so
 // that its request goes out on its own goroutine without waking the loop.
 //

@@ -58,8 +58,12 @@ const (
 const (
 	// writeStepBytes bounds one blocking write of the writer goroutine,
 	// so that room frees up (and StreamWritable is sent) in steps rather
-	// than only when all is written.
-	writeStepBytes = 64 << 10
+	// than only when all is written. A sender that keeps the buffer
+	// shallow (ICS: LowWater, 128 KiB) hands the writer at most a few
+	// chunks, which one step then writes whole: a step of one 64 KiB
+	// chunk meant a StreamWritable, a refill and a hand-off per chunk,
+	// which held bulk transfers to a third of what the socket takes.
+	writeStepBytes = 256 << 10
 	// loopWriteMax bounds what the event loop writes in one go, so that a
 	// large backlog costs the loop a bounded time; the rest goes to the
 	// writer goroutine.
@@ -74,8 +78,13 @@ const (
 	// rather than the whole InboxBytes.
 	streamReadAhead = 512 << 10
 	// readBuffer is the reader's buffer: small messages that arrive
-	// together are read with one system call.
-	readBuffer = 64 << 10
+	// together are read with one system call. It is 16 KiB rather than
+	// a bulk chunk's 64 KiB because what the buffer holds of a large
+	// message is copied twice (socket to buffer to message) while the
+	// rest is read straight into the message (readBody): reading a frame
+	// header into an empty 64 KiB buffer pulled most of the chunk behind
+	// it in too. 16 KiB still holds a hundred small calls.
+	readBuffer = 16 << 10
 )
 
 // stream is one end of a connection; it implements node.Stream. A stream
@@ -592,14 +601,14 @@ func (n *Node) serve(s *stream, conn *net.TCPConn, br *bufio.Reader) {
 		s.end(ErrClosed)
 		return
 	}
-	n.readLoop(s, br)
+	n.readLoop(s, conn, br)
 }
 
 // readLoop reads frames and posts them to the loop. It waits while the
 // inbox is full (in events or in bytes), which stops reading the socket,
 // so TCP flow control pushes back on the sender. After a local Close it only discards, until
 // the peer's EOF (or the linger deadline the writer set).
-func (n *Node) readLoop(s *stream, br *bufio.Reader) {
+func (n *Node) readLoop(s *stream, conn io.Reader, br *bufio.Reader) {
 	var hdr [frameHeader]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
@@ -641,7 +650,7 @@ func (n *Node) readLoop(s *stream, br *bufio.Reader) {
 			return
 		}
 		msg := make([]byte, size)
-		if _, err := io.ReadFull(br, msg); err != nil {
+		if err := readBody(br, conn, msg); err != nil {
 			s.readAhead.release(int(size))
 			n.inboxBytes.release(int(size))
 			if err == io.EOF {
@@ -671,6 +680,38 @@ func (n *Node) readLoop(s *stream, br *bufio.Reader) {
 			return
 		}
 	}
+}
+
+// directRead is the remainder of a message, beyond what the reader's
+// buffer already holds, from which the reader reads it straight from the
+// socket into the message rather than through the buffer.
+const directRead = readBuffer / 4
+
+// readBody fills msg with the body of a message: first what br already
+// holds, then the rest from br or, if the rest is directRead or more,
+// straight from conn, which br then has nothing ahead of. bufio reads
+// straight into the caller's slice only when that is at least its own
+// size and its buffer is empty, which a bulk chunk of 64 KiB and a few
+// bytes of header, read after its own frame header, almost never is: every
+// bulk byte was copied twice on its way in, a quarter of the receiver's
+// work in a bulk transfer.
+func readBody(br *bufio.Reader, conn io.Reader, msg []byte) error {
+	k := min(len(msg), br.Buffered())
+	if k > 0 {
+		b, _ := br.Peek(k) // buffered: cannot fail
+		copy(msg, b)
+		_, _ = br.Discard(k)
+	}
+	rest := msg[k:]
+	var err error
+	switch {
+	case len(rest) == 0:
+	case len(rest) >= directRead:
+		_, err = io.ReadFull(conn, rest)
+	default:
+		_, err = io.ReadFull(br, rest)
+	}
+	return err
 }
 
 // inlineBatch bounds the messages a reader delivers in one inline turn.
@@ -754,7 +795,21 @@ func (n *Node) writeLoop(s *stream, conn *net.TCPConn) {
 			}
 			notify := s.takeNotify()
 			s.mu.Unlock()
-			if notify && !n.post(event{kind: evWritable, s: s}, s.dead) {
+			if !notify {
+				continue
+			}
+			// Like a reader, the writer delivers StreamWritable itself
+			// when the loop token is free and nothing of s waits in the
+			// inbox: the sender refills the stream on this goroutine, and
+			// leaveInline hands the new bytes straight back to it,
+			// instead of waking the loop for every step of a bulk
+			// transfer and waiting for it to run.
+			if n.tryInline(s) {
+				n.dispatch(event{kind: evWritable, s: s})
+				n.leaveInline()
+				continue
+			}
+			if !n.post(event{kind: evWritable, s: s}, s.dead) {
 				return
 			}
 		}

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -569,3 +570,52 @@ func TestDiallerChecksWhoAnswers(t *testing.T) {
 	a.closeNode(t)
 	<-done
 }
+
+// readBody must give the same bytes whichever way they come: partly from
+// the reader's buffer and the rest from the socket (a large message), or
+// all through the buffer (a small one), leaving what follows for the
+// next read.
+func TestReadBodyDirectAndBuffered(t *testing.T) {
+	for _, size := range []int{0, 1, directRead - 1, directRead, readBuffer, 3*readBuffer + 7} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			body := make([]byte, size)
+			for i := range body {
+				body[i] = byte(i*13 + 5)
+			}
+			// Each piece on its own (the buffer holds only the header)
+			// or all in one (the buffer fills with the body's start).
+			for _, src := range []io.Reader{
+				io.MultiReader(bytes.NewReader([]byte("hdr!")), bytes.NewReader(body), bytes.NewReader([]byte("next"))),
+				bytes.NewReader(append(append([]byte("hdr!"), body...), "next"...)),
+			} {
+				br := bufioReader(src)
+				var hdr [4]byte
+				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+					t.Fatal(err)
+				}
+				msg := make([]byte, size)
+				if err := readBody(br, src, msg); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(msg, body) {
+					t.Fatal("body read wrong")
+				}
+				rest, err := io.ReadAll(io.MultiReader(br, src))
+				if err != nil || string(rest) != "next" {
+					t.Fatalf("what follows the body: %q, %v", rest, err)
+				}
+			}
+		})
+	}
+}
+
+// readBody on a connection that ends mid-body reports it.
+func TestReadBodyShort(t *testing.T) {
+	src := bytes.NewReader(make([]byte, directRead))
+	br := bufioReader(src)
+	if err := readBody(br, src, make([]byte, 2*directRead)); err == nil {
+		t.Fatal("a short body was accepted")
+	}
+}
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, readBuffer) }
