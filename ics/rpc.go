@@ -310,14 +310,7 @@ func (e *Endpoint) received(p *peer, m *msg) {
 		ic.asmHdr = &h
 		ic.asmSvc = e.svcName(m.svc)
 		ic.asm.start(int(m.total))
-		if len(m.chunk) > int(m.total) {
-			e.drop("oversized-chunks")
-			ic.asmHdr = nil
-			ic.asm.reset()
-			ic.consumed++
-			return
-		}
-		ic.asm.add(m.chunk)
+		fallthrough // the first chunk is added like the others
 	default:
 		if ic.asmHdr == nil || ic.asmHdr.callID != m.callID || ic.asmHdr.typ != m.typ {
 			e.drop("orphan-chunk")

@@ -254,15 +254,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				}
 			}
 		}
-		if cfg.Serial {
-			run()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			run()
-		}()
+		startOrRun(&wg, cfg.Serial, run)
 	}
 	wg.Wait()
 	slices.SortStableFunc(r.rep.Stats, func(a, b Stats) int {
@@ -288,21 +280,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return r.rep, nil
 }
 
-func (r *runner) note(f string, a ...any) {
-	s := fmt.Sprintf(f, a...)
-	r.mu.Lock()
-	r.rep.Notes = append(r.rep.Notes, s)
-	r.mu.Unlock()
-	r.cfg.Logf("note: %s", s)
+// startOrRun runs f now if serial, else on a goroutine of wg.
+func startOrRun(wg *sync.WaitGroup, serial bool, f func()) {
+	if serial {
+		f()
+		return
+	}
+	wg.Go(f)
 }
 
-func (r *runner) fail(f string, a ...any) {
+// record appends a note or failure to the report and logs it.
+func (r *runner) record(to *[]string, prefix, f string, a ...any) {
 	s := fmt.Sprintf(f, a...)
 	r.mu.Lock()
-	r.rep.Failures = append(r.rep.Failures, s)
+	*to = append(*to, s)
 	r.mu.Unlock()
-	r.cfg.Logf("FAILED: %s", s)
+	r.cfg.Logf("%s%s", prefix, s)
 }
+
+func (r *runner) note(f string, a ...any) { r.record(&r.rep.Notes, "note: ", f, a...) }
+
+func (r *runner) fail(f string, a ...any) { r.record(&r.rep.Failures, "FAILED: ", f, a...) }
 
 // emit prints one benchmark line.
 func (r *runner) emit(bench string, n int, metrics ...any) {

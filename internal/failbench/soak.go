@@ -33,15 +33,7 @@ func (r *runner) soaks(ctx context.Context) {
 			}
 			results[i] = res
 		}
-		if r.cfg.SoakSerial {
-			run()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			run()
-		}()
+		startOrRun(&wg, r.cfg.SoakSerial, run)
 	}
 	wg.Wait()
 	for _, res := range results {
