@@ -192,3 +192,42 @@ func TestSoakAppliesJitter(t *testing.T) {
 		t.Errorf("namespaces left: %v", left)
 	}
 }
+
+// TestRemoveQBFiles checks that a killed corosync's libqb files (its
+// blackbox and its IPC connections' directories) are removed and that
+// nobody else's are.
+func TestRemoveQBFiles(t *testing.T) {
+	dir := t.TempDir()
+	mine := []string{"qb-corosync-4242-blackbox-data", "qb-corosync-4242-blackbox-header", "qb-4242-5151-29-ELmRxF"}
+	others := []string{"qb-corosync-42420-blackbox-data", "qb-1234-5151-29-AbCdEf", "not-qb-4242", "pulse-shm-4242"}
+	for _, n := range append(slices.Clone(mine), others...) {
+		if strings.Count(n, "-") == 4 && !strings.Contains(n, "blackbox") {
+			if err := os.MkdirAll(filepath.Join(dir, n), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, n, "request"), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := removeQBFiles(dir, 4242); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	slices.Sort(left)
+	want := slices.Sorted(slices.Values(others))
+	if !slices.Equal(left, want) {
+		t.Errorf("left %v, want %v", left, want)
+	}
+}
