@@ -43,8 +43,13 @@ func main() {
 	halt()
 }
 
+// logf writes a line to the console, stamped like the kernel's own lines
+// with the guest's uptime (CLOCK_BOOTTIME), so that a slow boot shows
+// which step took the time.
 func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "vminit: "+format+"\n", args...)
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	fmt.Fprintf(os.Stderr, "[%5d.%06d] vminit: "+format+"\n", append([]any{ts.Sec, ts.Nsec / 1000}, args...)...)
 }
 
 // halt syncs the disks and powers off; PID 1 must never return.
@@ -81,15 +86,19 @@ func run() error {
 		logf("poweroff mode: up, powering off")
 		halt()
 	}
+	logf("init started")
 	if err := loadModules("/modules.order"); err != nil {
 		return err
 	}
+	logf("modules loaded")
 	if err := mountState(cfg); err != nil {
 		return err
 	}
+	logf("state mounted")
 	if err := network(cfg); err != nil {
 		return err
 	}
+	logf("network up")
 	go timeServer(cfg)
 	return supervise(cfg)
 }
