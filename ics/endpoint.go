@@ -691,7 +691,13 @@ func (e *Endpoint) sendNext(p *peer, pa *path, ch Channel) bool {
 	om.off += n
 	if flags&flagLast != 0 {
 		oc.q[0] = nil
-		oc.q = oc.q[1:]
+		if len(oc.q) == 1 {
+			// Emptied: start again at the front of the same array, or
+			// every call and reply would allocate a new one.
+			oc.q = oc.q[:0]
+		} else {
+			oc.q = oc.q[1:]
+		}
 		oc.bytes -= len(om.payload)
 		if om.call != nil {
 			om.call.queued = nil

@@ -172,33 +172,41 @@ type Loop interface {
 // handler is told (Request.OnCancel). Use it from outside the node's
 // callbacks, never from inside one.
 func CallSync[Req, Resp any](ctx context.Context, l Loop, e *Endpoint, s Service[Req, Resp], peer node.ID, req Req, opts CallOpts) (Resp, error) {
-	var (
-		resp Resp
-		rerr error
-		call *Call
-		done = make(chan struct{})
-	)
+	// One allocation holds what the loop's side and the caller share
+	// (rather than one per captured variable): it is on the path of every
+	// synchronous call.
+	sc := &syncCall[Resp]{done: make(chan struct{})}
 	err := l.Do(func() {
 		var err error
-		call, err = s.Call(e, peer, req, opts, func(v Resp, err error) {
-			resp, rerr = v, err
-			close(done)
-		})
+		sc.call, err = s.Call(e, peer, req, opts, sc.finish)
 		if err != nil {
-			rerr = err
-			close(done)
+			sc.finish(sc.resp, err)
 		}
 	})
 	if err != nil {
-		return resp, err
+		return sc.resp, err
 	}
-	if err := l.Wait(ctx, done); err != nil {
+	if err := l.Wait(ctx, sc.done); err != nil {
 		_ = l.Do(func() {
-			if call != nil {
-				call.Cancel()
+			if sc.call != nil {
+				sc.call.Cancel()
 			}
 		})
-		_ = l.Wait(context.Background(), done)
+		_ = l.Wait(context.Background(), sc.done)
 	}
-	return resp, rerr
+	return sc.resp, sc.err
+}
+
+// syncCall is one CallSync in progress. Its fields are written on the
+// node's goroutine before done is closed and read by the caller after.
+type syncCall[Resp any] struct {
+	resp Resp
+	err  error
+	call *Call
+	done chan struct{}
+}
+
+func (sc *syncCall[Resp]) finish(v Resp, err error) {
+	sc.resp, sc.err = v, err
+	close(sc.done)
 }
