@@ -309,7 +309,7 @@ func (e *Endpoint) received(p *peer, m *msg) {
 		h.chunk, h.svc = nil, nil
 		ic.asmHdr = &h
 		ic.asmSvc = e.svcName(m.svc)
-		ic.asm.start(int(m.total))
+		ic.asm.start(int(m.total), e.env.Alloc)
 		fallthrough // the first chunk is added like the others
 	default:
 		if ic.asmHdr == nil || ic.asmHdr.callID != m.callID || ic.asmHdr.typ != m.typ {

@@ -57,6 +57,16 @@ type Env interface {
 	Trace(msg string)
 	// Tracing reports whether Trace output is being kept anywhere.
 	Tracing() bool
+	// Alloc makes a zeroed buffer of size bytes and hands it to f, on
+	// the node's goroutine: before Alloc returns, or later from a
+	// callback of its own. f is not called if the node stops first.
+	// It exists for buffers of many megabytes (ICS reassembling a large
+	// message): Go zeroes what it allocates, milliseconds for tens of
+	// megabytes, and a node making one inside a callback holds up every
+	// other callback, however urgent, for that long. The real runtime
+	// makes large ones on another goroutine; the simulator, where time
+	// does not pass, calls f at once.
+	Alloc(size int, f func([]byte))
 }
 
 // Clock is a node's view of time. Both clocks run at the node's own rate,

@@ -185,6 +185,10 @@ func (e *simEnv) Trace(msg string)       { e.w.trace(kNote, e.n.id, 0, 0, 0, msg
 func (e *simEnv) Now() time.Duration     { return time.Duration(e.n.local(e.w.now) - e.n.bootLocal) }
 func (e *simEnv) Paths(peer node.ID) int { return e.w.paths(peer) }
 
+// Alloc implements node.Env: at once, since simulated time does not
+// pass while a node allocates.
+func (e *simEnv) Alloc(size int, f func([]byte)) { f(make([]byte, size)) }
+
 func (e *simEnv) Wall() time.Time {
 	return epoch.Add(time.Duration(e.n.local(e.w.now) + e.n.wallOffset))
 }

@@ -58,6 +58,9 @@ type Node struct {
 
 	timers timerQueue
 
+	// allocs bounds the buffers being made off the loop (env.Alloc).
+	allocs budget
+
 	// loopMu is the loop token: only its holder calls into the node. The
 	// event loop holds it while it runs callbacks; a stream reader that
 	// finds it free, and nothing of its stream waiting in the inbox,
@@ -152,6 +155,7 @@ func Start(cfg Config, f node.Factory) (*Node, error) {
 	}
 	n.timers.init()
 	n.inboxBytes.init(cfg.InboxBytes)
+	n.allocs.init(maxAllocs)
 	ok := false
 	defer func() {
 		if !ok {

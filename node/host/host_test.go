@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -530,4 +531,39 @@ func TestTryDo(t *testing.T) {
 	if a.TryDo(func(node.Handler) { t.Error("ran after Close") }) {
 		t.Fatal("TryDo ran after Close")
 	}
+}
+
+// TestAlloc checks env.Alloc: a small buffer is handed over at once; a
+// large one later, on the loop (it comes through the inbox like a Do),
+// zeroed and of the size asked for.
+func TestAlloc(t *testing.T) {
+	a := startNode(t, 1, 1, nil, nil)
+	done := make(chan []byte, 2)
+	if err := a.Do(func(node.Handler) {
+		small := false
+		a.env.Alloc(100, func(b []byte) { small = len(b) == 100 })
+		if !small {
+			t.Error("a small Alloc was not handed over at once")
+		}
+		a.env.Alloc(allocInline, func(b []byte) {
+			if !a.loopMu.TryLock() {
+				done <- b // the token is held: by this callback
+				return
+			}
+			a.loopMu.Unlock()
+			t.Error("Alloc's callback ran without the loop token")
+			done <- b
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-done:
+		if len(b) != allocInline || slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) {
+			t.Fatalf("Alloc handed over %d bytes, not %d zeroed ones", len(b), allocInline)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a large Alloc never came")
+	}
+	a.closeNode(t)
 }
