@@ -75,6 +75,10 @@ type corosync struct {
 // if token is not zero.
 func newCorosync(label string, lab *netlab.Lab, dir string, token time.Duration) (*corosync, error) {
 	c := &corosync{base: newBase(label, lab, dir), token: token}
+	// libqb keeps a blackbox (8 MiB) and one directory per IPC
+	// connection in /dev/shm, and a SIGKILLed corosync never deletes
+	// them: a full make bench once left 16 GiB of them behind.
+	c.reap = func(pid int) error { return removeQBFiles(shmDir, pid) }
 	var nl strings.Builder
 	for _, n := range c.nodes {
 		fmt.Fprintf(&nl, "\tnode {\n\t\tring0_addr: %s\n\t\tnodeid: %d\n\t\tname: n%d\n\t}\n", lab.Addr(n), n, n)
@@ -184,26 +188,7 @@ func (c *corosync) master(ctx context.Context) (int, error) {
 	return m, nil
 }
 
-// kill is base.kill, then the removal of the files corosync leaves in
-// /dev/shm: libqb keeps its blackbox and one directory per IPC
-// connection there, and a SIGKILLed corosync never deletes them (8 MiB a
-// process; a full make bench once left 16 GiB of them behind).
-func (c *corosync) kill(n int) error {
-	pid := c.pids()[n]
-	err := c.base.kill(n)
-	if pid != 0 {
-		err = errors.Join(err, removeQBFiles(shmDir, pid))
-	}
-	return err
-}
-
-func (c *corosync) close() error {
-	var errs []error
-	for n := range c.pids() {
-		errs = append(errs, c.kill(n))
-	}
-	return errors.Join(errs...)
-}
+func (c *corosync) close() error { return c.closeAll() }
 
 // shmDir is where libqb keeps its shared memory files.
 const shmDir = "/dev/shm"

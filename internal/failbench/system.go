@@ -53,6 +53,9 @@ type base struct {
 	tr    *tracker
 	mu    sync.Mutex
 	procs map[int]*proc
+	// reap, if set, removes what a node's process leaves behind once it
+	// has been killed and reaped (by its pid).
+	reap func(pid int) error
 }
 
 func newBase(label string, lab *netlab.Lab, dir string) base {
@@ -112,6 +115,9 @@ func (b *base) kill(n int) error {
 	}
 	err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	_ = p.cmd.Wait()
+	if b.reap != nil {
+		err = errors.Join(err, b.reap(p.cmd.Process.Pid))
+	}
 	p.cancel()
 	select {
 	case <-p.done:
