@@ -499,7 +499,7 @@ type icsPair struct {
 	cancel context.CancelFunc // ends every call of the pair
 	a      *host.Node         // n1
 	n1     *benchNode         // n1's handler: touch it only on n1's loop
-	la     hostLoop           // n1's loop
+	la     host.Loop          // n1's loop
 	ea     *ics.Endpoint      // n1's endpoint: touch it only through la
 }
 
@@ -535,7 +535,7 @@ func newICSPair(b *testing.B, onMsg func(from node.ID, m []byte)) *icsPair {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), runWait)
 	b.Cleanup(cancel)
-	p := &icsPair{ctx: ctx, cancel: cancel, a: hosts[0], n1: bns[0], la: hostLoop{hosts[0]}, ea: eps[0]}
+	p := &icsPair{ctx: ctx, cancel: cancel, a: hosts[0], n1: bns[0], la: hosts[0].Loop(), ea: eps[0]}
 	// Warm up: the first call opens n1's stream, its reply n2's.
 	warm := pattern(benchPayload)
 	for range 100 {

@@ -1,9 +1,7 @@
 package ics_test
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -206,32 +204,7 @@ func (h *simHarness) cutPath(a, b node.ID, path int) {
 
 func (h *simHarness) heal() { h.w.Heal() }
 
-func (h *simHarness) loop(id node.ID) ics.Loop { return simLoop{h: h, id: id} }
-
-type simLoop struct {
-	h  *simHarness
-	id node.ID
-}
-
-func (l simLoop) Do(f func()) error {
-	return l.h.w.Do(l.id, func(node.Handler) { f() })
-}
-
-func (l simLoop) Wait(ctx context.Context, done <-chan struct{}) error {
-	for {
-		select {
-		case <-done:
-			return nil
-		default:
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !l.h.w.Step() {
-			return fmt.Errorf("simulation ran out of events")
-		}
-	}
-}
+func (h *simHarness) loop(id node.ID) ics.Loop { return h.w.Loop(id) }
 
 func recOf(h harness) *rec {
 	var r *rec

@@ -1,7 +1,6 @@
 package ics_test
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 	"github.com/clusterinfra/ci/ics"
 	"github.com/clusterinfra/ci/node"
 	"github.com/clusterinfra/ci/node/host"
+	"github.com/clusterinfra/ci/sim"
 )
 
 // tcpHarness runs the nodes as real host nodes on loopback TCP. Every
@@ -118,28 +118,13 @@ func (h *tcpHarness) heal() {
 	}
 }
 
-func (h *tcpHarness) loop(id node.ID) ics.Loop { return hostLoop{h.nodes[id]} }
+func (h *tcpHarness) loop(id node.ID) ics.Loop { return h.nodes[id].Loop() }
 
-type hostLoop struct{ n *host.Node }
-
-// Do runs f at once if the node is idle (host.Node.TryDo), else on its
-// event loop.
-func (l hostLoop) Do(f func()) error {
-	g := func(node.Handler) { f() }
-	if l.n.TryDo(g) {
-		return nil
-	}
-	return l.n.Do(g)
-}
-
-func (l hostLoop) Wait(ctx context.Context, done <-chan struct{}) error {
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+// Both runtimes' Loops are what CallSync takes.
+var (
+	_ ics.Loop = host.Loop{}
+	_ ics.Loop = (*sim.Loop)(nil)
+)
 
 // proxy forwards TCP connections to a target; stalled, it stops moving
 // bytes (both ways) and leaves new connections hanging, as a path whose

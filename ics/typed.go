@@ -157,9 +157,11 @@ func (m Message[T]) Handle(e *Endpoint, f func(from node.ID, v T)) error {
 
 // Loop runs functions on a node's goroutine and waits for results: the
 // bridge between code on other goroutines and an endpoint, which may only
-// be touched from its node's callbacks. The real runtime's Loop posts to
-// the node's event loop and blocks; the simulator's runs the world until
-// the wait is over.
+// be touched from its node's callbacks. Both runtimes have one: the real
+// runtime's (host.Node.Loop) runs the function at once on the caller's
+// goroutine if the node is idle, posts it to the event loop otherwise, and
+// blocks; the simulator's (sim.World.Loop) runs the world until the wait
+// is over, on the goroutine that drives it.
 type Loop interface {
 	// Do runs f on the node's goroutine.
 	Do(f func()) error

@@ -112,6 +112,9 @@ var (
 	ErrNodeState  = errors.New("sim: node is in the wrong state for this")
 	ErrEventLimit = errors.New("sim: event limit reached")
 	ErrBadFault   = errors.New("sim: bad fault")
+	// ErrIdle: the world has no event left, so nothing can happen any
+	// more (Loop.Wait).
+	ErrIdle = errors.New("sim: no event left")
 )
 
 // World is a deterministic discrete-event simulation of a cluster: nodes,
