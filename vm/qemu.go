@@ -295,27 +295,97 @@ var kvmProbe struct {
 	why  string
 }
 
+// kvmProbeFile is where ProbeKVM keeps its answer for later runs, next
+// to the image it booted. The trial boot costs up to 6 s of wall time
+// and CPU where nested KVM hangs, and every `clusterlab vm` would pay it;
+// the answer holds until the host reboots or QEMU or the kernel changes,
+// which the key says (delete the file to probe again).
+const kvmProbeFile = "kvm-probe"
+
 // ProbeKVM boots the baseline image (init powers off at once) under KVM
 // and says whether it got as far as init within a few seconds. Nested KVM
 // on some hosts hangs in the firmware, so the answer is by experiment,
-// not by the presence of /dev/kvm.
+// not by the presence of /dev/kvm. The answer is remembered (see
+// kvmProbeFile); why says when it was.
 func ProbeKVM(img *Image, dir string) (bool, string) {
 	kvmProbe.once.Do(func() {
 		if _, err := os.Stat("/dev/kvm"); err != nil {
 			kvmProbe.why = "no /dev/kvm"
 			return
 		}
+		cache := filepath.Join(filepath.Dir(img.Baseline), kvmProbeFile)
+		key := kvmProbeKey(img)
+		if key != "" {
+			if ok, why, hit := readKVMProbe(cache, key); hit {
+				kvmProbe.ok, kvmProbe.why = ok, why+" (remembered since this host booted; remove "+cache+" to probe again)"
+				return
+			}
+		}
 		con := filepath.Join(dir, "kvm-probe.console")
 		d, err := BootOnce(img, dir, "kvm-probe", true, 6*time.Second)
 		if err != nil {
 			kvmProbe.why = fmt.Sprintf("a KVM guest did not reach init within 6s (%v)", err)
-			return
+		} else {
+			_ = os.Remove(con)
+			kvmProbe.ok = true
+			kvmProbe.why = fmt.Sprintf("a KVM guest booted to init and powered off in %v", d.Round(time.Millisecond))
 		}
-		_ = os.Remove(con)
-		kvmProbe.ok = true
-		kvmProbe.why = fmt.Sprintf("a KVM guest booted to init and powered off in %v", d.Round(time.Millisecond))
+		if key != "" {
+			writeKVMProbe(cache, key, kvmProbe.ok, kvmProbe.why)
+		}
 	})
 	return kvmProbe.ok, kvmProbe.why
+}
+
+// kvmProbeKey names what a probe's answer depends on: this boot of the
+// host (its kernel and KVM module), the QEMU binary and the guest kernel.
+// It is empty if one of them cannot be read; then nothing is remembered.
+func kvmProbeKey(img *Image) string {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	q, err := exec.LookPath(QEMU)
+	if err != nil {
+		return ""
+	}
+	fi, err := os.Stat(q)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("boot=%s qemu=%s:%d:%d kernel=%s", strings.TrimSpace(string(boot)), q, fi.Size(), fi.ModTime().UnixNano(), img.Kernel.Vmlinuz)
+}
+
+// readKVMProbe reads a remembered answer: three lines, the key, "kvm" or
+// "tcg", and the reason. hit is false if the file is missing, malformed
+// or for another key.
+func readKVMProbe(path, key string) (ok bool, why string, hit bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, "", false
+	}
+	lines := strings.SplitN(string(b), "\n", 3)
+	if len(lines) != 3 || lines[0] != key || (lines[1] != "kvm" && lines[1] != "tcg") {
+		return false, "", false
+	}
+	return lines[1] == "kvm", strings.TrimSpace(lines[2]), true
+}
+
+// writeKVMProbe remembers an answer, best effort: written to a temporary
+// file and renamed, so that a concurrent run reads the old answer or the
+// new one, never half of one.
+func writeKVMProbe(path, key string, ok bool, why string) {
+	mode := "tcg"
+	if ok {
+		mode = "kvm"
+	}
+	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
+	if err := os.WriteFile(tmp, []byte(key+"\n"+mode+"\n"+why+"\n"), 0o644); err != nil {
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+	}
 }
 
 // BootOnce boots the baseline image (no network, no disk) in poweroff
