@@ -16,13 +16,35 @@ package ics
 // last chunk comes first, the message cannot wait (later messages of
 // its channel must not overtake it): whole makes the buffer itself and
 // the late one is dropped.
+//
+// Once a chunk is in the buffer, the frame it came in is given back to
+// its stream (node.Stream.Release), which reuses the memory for the
+// frames that follow; so is a waiting one when the message is abandoned.
 type reassembly struct {
-	made    *[]byte  // where Alloc leaves the buffer; nil until start
-	buf     []byte   // the buffer once taken from made; nil before
-	pending [][]byte // chunks not yet in buf, in order; pending[head:] wait
+	made    *[]byte // where Alloc leaves the buffer; nil until start
+	buf     []byte  // the buffer once taken from made; nil before
+	pending []held  // chunks not yet in buf, in order; pending[head:] wait
 	head    int
 	n       int // bytes arrived, in buf and pending
 	total   int
+}
+
+// held is a chunk waiting for the buffer, with the frame it is part of
+// and where that frame goes back once the chunk is copied (nil: nowhere).
+type held struct {
+	chunk []byte
+	frame []byte
+	from  releaser
+}
+
+// releaser takes back a received frame: a node.Stream.
+type releaser interface{ Release(frame []byte) }
+
+func (h *held) release() {
+	if h.from != nil {
+		h.from.Release(h.frame)
+	}
+	*h = held{}
 }
 
 // catchUp is how many waiting chunks add moves into the buffer besides
@@ -33,23 +55,27 @@ const catchUp = 4
 
 // start begins a message of total bytes, asking alloc for its buffer.
 func (r *reassembly) start(total int, alloc func(int, func([]byte))) {
+	r.reset()
 	made := new([]byte)
-	*r = reassembly{made: made, total: total}
+	*r = reassembly{made: made, total: total, pending: r.pending[:0]}
 	// The callback writes only its own slot: if this message is
 	// abandoned before the buffer comes, the buffer is just dropped.
 	alloc(total, func(b []byte) { *made = b[:0] })
 }
 
-// add appends a chunk; the caller has checked that it fits in total.
-// The chunk may be kept until the buffer is made, so the caller must not
-// reuse it.
-func (r *reassembly) add(chunk []byte) {
+// add appends a chunk, which is part of frame; the caller has checked
+// that it fits in total. The chunk may be kept until the buffer is made,
+// so the caller must not reuse the frame: from.Release gets it once the
+// chunk is copied (from may be nil).
+func (r *reassembly) add(chunk, frame []byte, from releaser) {
 	r.n += len(chunk)
+	h := held{chunk: chunk, frame: frame, from: from}
 	if r.take() && r.head == len(r.pending) {
 		r.buf = append(r.buf, chunk...)
+		h.release()
 		return
 	}
-	r.pending = append(r.pending, chunk)
+	r.pending = append(r.pending, h)
 	r.drain(catchUp)
 }
 
@@ -68,8 +94,8 @@ func (r *reassembly) drain(k int) {
 		return
 	}
 	for ; k > 0 && r.head < len(r.pending); k-- {
-		r.buf = append(r.buf, r.pending[r.head]...)
-		r.pending[r.head] = nil
+		r.buf = append(r.buf, r.pending[r.head].chunk...)
+		r.pending[r.head].release()
 		r.head++
 	}
 	if r.head == len(r.pending) {
@@ -95,5 +121,11 @@ func (r *reassembly) whole() []byte {
 	return b
 }
 
-// reset abandons the message.
-func (r *reassembly) reset() { *r = reassembly{} }
+// reset abandons the message, giving back the frames of the chunks that
+// still wait. The array of pending is kept for the next message.
+func (r *reassembly) reset() {
+	for i := r.head; i < len(r.pending); i++ {
+		r.pending[i].release()
+	}
+	*r = reassembly{pending: r.pending[:0]}
+}

@@ -11,8 +11,9 @@ func TestReassemblyExposesOnlyWhatWasWritten(t *testing.T) {
 	var r reassembly
 	want := bytes.Repeat([]byte("0123456789abcdef"), 10000)
 	r.start(len(want), allocNow)
+	var rel scribbler
 	for off := 0; off < len(want); off += 4096 {
-		r.add(want[off:min(off+4096, len(want))])
+		r.add(rel.frame(want[off:min(off+4096, len(want))]))
 		if r.len() != min(off+4096, len(want)) {
 			t.Fatalf("len %d after %d bytes", r.len(), min(off+4096, len(want)))
 		}
@@ -21,6 +22,7 @@ func TestReassemblyExposesOnlyWhatWasWritten(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("reassembled message differs from what was added")
 	}
+	rel.allReleased(t)
 	if cap(got) != len(got) {
 		t.Fatalf("whole has capacity %d beyond its %d bytes", cap(got), len(got))
 	}
@@ -40,11 +42,63 @@ func TestReassemblyEmptyAndReset(t *testing.T) {
 	if got := r.whole(); got == nil || len(got) != 0 {
 		t.Fatalf("empty message came out as %v", got)
 	}
+	var rel scribbler
 	r.start(10, allocNow)
-	r.add([]byte("abc"))
+	r.add(rel.frame([]byte("abc")))
 	r.reset()
 	if r.len() != 0 || r.whole() != nil {
 		t.Fatal("reset kept the message")
+	}
+	rel.allReleased(t)
+	// Chunks still waiting for the buffer go back when the message is
+	// abandoned, by reset or by the next message's start.
+	for _, abandon := range []func(){r.reset, func() { r.start(3, allocNow) }} {
+		var late scribbler
+		r.start(10, func(int, func([]byte)) {})
+		r.add(late.frame([]byte("abc")))
+		r.add(late.frame([]byte("def")))
+		if len(late.released) != 0 {
+			t.Fatal("a chunk waiting for the buffer was released")
+		}
+		abandon()
+		late.allReleased(t)
+	}
+}
+
+// scribbler stands for the stream: it makes a frame around each chunk
+// and, when a frame is released, checks that it was not released before
+// and overwrites it, as the simulator does, so that a chunk read after
+// its release shows as corruption.
+type scribbler struct {
+	frames   []*byte
+	released map[*byte]bool
+}
+
+func (s *scribbler) frame(chunk []byte) (c, frame []byte, from releaser) {
+	f := append([]byte("HEADER"), chunk...)
+	s.frames = append(s.frames, &f[0])
+	return f[6:], f, s
+}
+
+func (s *scribbler) Release(f []byte) {
+	if s.released == nil {
+		s.released = map[*byte]bool{}
+	}
+	if s.released[&f[0]] {
+		panic("frame released twice")
+	}
+	s.released[&f[0]] = true
+	for i := range f {
+		f[i] = 0xA5
+	}
+}
+
+func (s *scribbler) allReleased(t *testing.T) {
+	t.Helper()
+	for i, f := range s.frames {
+		if !s.released[f] {
+			t.Fatalf("frame %d of %d was not released", i, len(s.frames))
+		}
 	}
 }
 
@@ -60,21 +114,23 @@ func TestReassemblyBufferComesLate(t *testing.T) {
 	const chunk = 100
 	for _, late := range []int{0, 1, 7, len(want) / chunk, -1} {
 		var r reassembly
+		var rel scribbler
 		var deliver func([]byte)
 		r.start(len(want), func(size int, f func([]byte)) { deliver = f })
 		for i, off := 0, 0; off < len(want); i, off = i+1, off+chunk {
 			if i == late {
 				deliver(make([]byte, len(want)))
 			}
-			r.add(want[off : off+chunk])
+			r.add(rel.frame(want[off : off+chunk]))
 		}
 		if got := r.whole(); !bytes.Equal(got, want) || cap(got) != len(got) {
 			t.Fatalf("buffer after %d chunks: message came out wrong", late)
 		}
+		rel.allReleased(t)
 		if late < 0 {
 			deliver(make([]byte, len(want))) // after the message: ignored
 			r.start(10, allocNow)
-			r.add([]byte("0123456789"))
+			r.add([]byte("0123456789"), nil, nil)
 			if got := r.whole(); string(got) != "0123456789" {
 				t.Fatalf("a late buffer spoiled the next message: %q", got)
 			}

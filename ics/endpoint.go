@@ -488,7 +488,7 @@ func (e *Endpoint) StreamMessage(s node.Stream, frame []byte) {
 		p.ackStream = s
 		// received first, so that an ack it triggers counts this frame
 		// as consumed if it was.
-		e.received(p, &m)
+		e.received(p, &m, s, frame)
 		e.owe(p)
 	}
 }

@@ -289,8 +289,10 @@ func (r *Request) answer(typ dataType, payload []byte) error {
 	return nil
 }
 
-// received handles one accepted data frame.
-func (e *Endpoint) received(p *peer, m *msg) {
+// received handles one accepted data frame, which arrived on s. The
+// chunk of a message in several goes into its reassembly buffer and the
+// frame back to s; any other is the service's.
+func (e *Endpoint) received(p *peer, m *msg, s node.Stream, frame []byte) {
 	ic := &p.in[m.ch]
 	var whole inMsg
 	switch {
@@ -325,7 +327,7 @@ func (e *Endpoint) received(p *peer, m *msg) {
 			ic.consumed++
 			return
 		}
-		ic.asm.add(m.chunk)
+		ic.asm.add(m.chunk, frame, s)
 		if m.flags&flagLast != 0 {
 			if ic.asm.len() != int(ic.asmHdr.total) {
 				e.drop("short-chunks")

@@ -110,6 +110,18 @@ func (e *streamEnd) Send(msg []byte) error {
 	return nil
 }
 
+// Release implements node.Stream. The simulator does not reuse what is
+// released; it overwrites it, so that a Handler that still reads a
+// message it gave back reads garbage in a simulated test.
+func (e *streamEnd) Release(msg []byte) {
+	for i := range msg {
+		msg[i] = releasedByte
+	}
+}
+
+// releasedByte is what Release writes over a message.
+const releasedByte = 0xA5
+
 // Close implements node.Stream.
 func (e *streamEnd) Close() {
 	c := e.c

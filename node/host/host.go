@@ -95,6 +95,9 @@ type Node struct {
 	closeErr  error
 
 	stats counters
+
+	// frames is the free list of large message buffers (Stream.Release).
+	frames framePool
 }
 
 // Stats counts what a Node did. Drops are where a real network or an

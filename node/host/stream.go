@@ -196,6 +196,10 @@ func (s *stream) Send(msg []byte) error {
 	return nil
 }
 
+// Release implements node.Stream: the buffer goes to the node's free
+// list, for whichever of its streams reads a message next.
+func (s *stream) Release(msg []byte) { s.n.frames.put(msg) }
+
 // takeOut hands the bytes in out to a writer, which then holds the
 // stream's writing flag. Call it with mu held, writing clear and out not
 // empty.
@@ -649,7 +653,7 @@ func (n *Node) readLoop(s *stream, conn io.Reader, br *bufio.Reader) {
 			s.end(ErrClosed)
 			return
 		}
-		msg := make([]byte, size)
+		msg := n.frames.get(int(size))
 		if err := readBody(br, conn, msg); err != nil {
 			s.readAhead.release(int(size))
 			n.inboxBytes.release(int(size))
@@ -740,7 +744,7 @@ func (n *Node) nextBuffered(s *stream, br *bufio.Reader) []byte {
 		s.readAhead.release(int(size))
 		return nil
 	}
-	msg := make([]byte, size)
+	msg := n.frames.get(int(size))
 	_, _ = br.Discard(frameHeader)
 	_, _ = io.ReadFull(br, msg) // from the buffer: it cannot fail
 	return msg
