@@ -86,7 +86,7 @@ func run() error {
 		logf("poweroff mode: up, powering off")
 		halt()
 	}
-	logf("init started")
+	logf("init started, guest clock %s", time.Now().UTC().Format(time.RFC3339Nano))
 	if err := loadModules("/modules.order"); err != nil {
 		return err
 	}
