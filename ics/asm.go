@@ -57,7 +57,7 @@ const catchUp = 4
 func (r *reassembly) start(total int, alloc func(int, func([]byte))) {
 	r.reset()
 	made := new([]byte)
-	*r = reassembly{made: made, total: total, pending: r.pending[:0]}
+	r.made, r.total = made, total
 	// The callback writes only its own slot: if this message is
 	// abandoned before the buffer comes, the buffer is just dropped.
 	alloc(total, func(b []byte) { *made = b[:0] })

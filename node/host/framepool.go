@@ -46,7 +46,7 @@ func (p *framePool) get(size int) []byte {
 // the list (released twice) is not added again, so that two readers
 // never get the same buffer.
 func (p *framePool) put(b []byte) {
-	if cap(b) < poolMin || cap(b) > poolMax+poolStep {
+	if cap(b) < poolMin || cap(b) > poolMax {
 		return
 	}
 	b = b[:1]
